@@ -1,0 +1,1 @@
+"""Labeled face sets, splits, synthetic face storage, augmentation and per-network preprocessing."""

@@ -1,0 +1,66 @@
+"""Image augmentation pipelines (albumentations), built from config.
+
+A pipeline is a list of albumentations transforms given with ``_target_`` in the config, so any
+albumentations transform can be added without code.  Parameters are drawn anew for every sample by
+albumentations itself: nothing is drawn once at import (the upstream code's bug).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import albumentations as A
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+__all__ = ["build_augmentation", "frame_square"]
+
+
+def _plain(cfg: Any) -> Any:
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def _tuples(value: Any) -> Any:
+    """albumentations wants tuples where YAML gives lists."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def build_augmentation(steps: Sequence[Any] | None) -> A.Compose | None:
+    """Build an ``A.Compose`` from a list of ``{_target_: albumentations.X, ...}`` entries (None/empty -> None)."""
+    steps = _plain(steps)
+    if not steps:
+        return None
+    transforms = []
+    for step in steps:
+        if not isinstance(step, dict) or "_target_" not in step:
+            raise ValueError(f"each augmentation step needs a _target_ (e.g. albumentations.HorizontalFlip), got {step!r}")
+        target = step["_target_"]
+        kwargs = {k: _tuples(v) for k, v in step.items() if k != "_target_"}
+        transforms.append(instantiate({"_target_": target, **kwargs}, _convert_="all"))
+    return A.Compose(transforms)
+
+
+def frame_square(image: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
+    """Make an H x W x 3 uint8 image square at ``size``.
+
+    ``pad``: pad the short side with replicated borders (keeps the whole face and its aspect);
+    ``squash``: resize without keeping the aspect; ``crop``: centre-crop the long side.
+    """
+    h, w = image.shape[:2]
+    if mode == "pad" and h != w:
+        side = max(h, w)
+        image = A.PadIfNeeded(min_height=side, min_width=side, border_mode=1, p=1.0)(image=image)["image"]
+    elif mode == "crop" and h != w:
+        side = min(h, w)
+        image = A.CenterCrop(side, side, p=1.0)(image=image)["image"]
+    elif mode not in {"pad", "crop", "squash"}:
+        raise ValueError(f"framing must be pad, crop or squash, got {mode!r}")
+    if image.shape[:2] != (size, size):
+        image = A.Resize(size, size, interpolation=3, p=1.0)(image=image)["image"]  # INTER_AREA
+    return np.ascontiguousarray(image)
