@@ -1,0 +1,64 @@
+import pytest
+
+from facekd.data.faces import FaceDataError, FaceSet
+from facekd.data.splits import Split, SplitProtocol, load_or_make_split, make_split
+
+
+def _fake_set(counts):
+    paths, labels = [], []
+    for y, n in enumerate(counts):
+        paths += [f"c{y}/{i}.png" for i in range(n)]
+        labels += [y] * n
+    return FaceSet(root="/nowhere", paths=paths, labels=labels, classes=[f"c{y}" for y in range(len(counts))],
+                   name="fake")
+
+
+def test_orl_few_shot_split_is_deterministic_and_disjoint(orl):
+    a = make_split(orl, SplitProtocol(per_class=2, val=1, seed=0))
+    b = make_split(orl, SplitProtocol(per_class=2, val=1, seed=0))
+    c = make_split(orl, SplitProtocol(per_class=2, val=1, seed=1))
+    assert (len(a.train), len(a.val), len(a.test)) == (80, 40, 280)
+    assert a.train == b.train and a.val == b.val and a.test == b.test
+    assert a.train != c.train
+    parts = [set(p for p, _ in a.part(k)) for k in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert sum(map(len, parts)) == 400
+    for k in ("train", "val", "test"):  # every identity in every part, with its own label
+        assert {y for _, y in a.part(k)} == set(range(40))
+    assert all(a.classes[y] == p.split("/")[0] for p, y in a.train)
+
+
+def test_per_class_subsample_and_capped_test():
+    s = make_split(_fake_set([40, 50, 34]), SplitProtocol(per_class=32, val=1, test=None, seed=3))
+    assert [sum(1 for _, y in s.train if y == k) for k in range(3)] == [32, 32, 32]
+    assert [sum(1 for _, y in s.test if y == k) for k in range(3)] == [7, 17, 1]
+    s = make_split(_fake_set([40, 50]), SplitProtocol(per_class=5, val=2, test=3))
+    assert (len(s.train), len(s.val), len(s.test)) == (10, 4, 6)
+
+
+def test_too_few_images_error_or_drop():
+    faces = _fake_set([10, 3, 10])
+    with pytest.raises(FaceDataError, match=r"c1 \(3\)"):
+        make_split(faces, SplitProtocol(per_class=3, val=1, too_few="error"))
+    s = make_split(faces, SplitProtocol(per_class=3, val=1, too_few="drop"))
+    assert s.dropped == ["c1"] and s.classes == ["c0", "c2"] and {y for _, y in s.train} == {0, 1}
+
+
+@pytest.mark.parametrize("kw", [dict(per_class=0), dict(per_class=-2), dict(val=-1), dict(test=0),
+                                dict(too_few="maybe"), dict(per_class=2.5)])
+def test_nonsense_protocol_values(kw):
+    with pytest.raises(FaceDataError):
+        SplitProtocol(**kw)
+
+
+def test_manifest_roundtrip_and_mismatch(orl, tmp_path):
+    split, path = load_or_make_split(orl, SplitProtocol(), tmp_path)
+    again, path2 = load_or_make_split(orl, SplitProtocol(), tmp_path)
+    assert path == path2 and Split.read(path).train == split.train == again.train
+    other = _fake_set([10] * 40)
+    with pytest.raises(FaceDataError, match="not in the data folder"):
+        split.check_matches(other)
+    bad = Split.read(path)
+    bad.train = [t for t in bad.train if t[1] != 5]
+    with pytest.raises(FaceDataError, match="absent from train"):
+        bad.check_matches(orl)
