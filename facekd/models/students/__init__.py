@@ -1,0 +1,1 @@
+"""Student networks; each module registers itself in :data:`facekd.models.STUDENTS`."""

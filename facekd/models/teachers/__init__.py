@@ -1,0 +1,1 @@
+"""Teacher networks; each module registers itself in :data:`facekd.models.TEACHERS`."""
