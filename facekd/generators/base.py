@@ -1,0 +1,127 @@
+"""What every face generator offers the generate stage: seeds in, uint8 RGB faces out.
+
+Face ``i`` depends only on its seed: each sample gets its own ``torch.Generator`` on the CPU, seeded with
+its seed, so its noise is the same whatever batch it falls in, and the noise is moved to the device
+afterwards.  BatchNorm layers run in eval mode, so samples in a batch do not interact.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["GeneratorError", "FaceSampler", "resolve_device", "resolve_precision", "images_to_uint8",
+           "check_pipeline_folder", "load_pipeline"]
+
+
+class GeneratorError(ValueError):
+    """A generator that cannot be built from the given configuration, with the reason."""
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; anything else is passed to :class:`torch.device`."""
+    if str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere; ``fp32`` and ``bf16`` are kept as given."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise GeneratorError(f"unknown precision '{precision}'; use auto, fp32 or bf16")
+    return precision
+
+
+def check_pipeline_folder(path: str | os.PathLike | None) -> Path:
+    """Refuse a missing folder, or one that is not a saved diffusers pipeline (no ``model_index.json``)."""
+    if not path:
+        raise GeneratorError("this generator needs a local pipeline folder: set generator.path=DIR")
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise GeneratorError(f"pipeline folder {folder} does not exist; pass the folder a diffusers "
+                             f"pipeline was saved to (save_pretrained) as generator.path=DIR")
+    if not folder.is_dir():
+        raise GeneratorError(f"generator.path={folder} is a file, not a pipeline folder")
+    if not (folder / "model_index.json").is_file():
+        raise GeneratorError(f"{folder} is not a diffusers pipeline folder: it has no model_index.json "
+                             f"(save one with pipeline.save_pretrained(DIR))")
+    return folder
+
+
+def load_pipeline(cls: type, folder: Path, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(folder)`` from the local folder only, without diffusers' loading chatter."""
+    from diffusers.utils import logging as dlog
+
+    bar, verbosity = dlog.is_progress_bar_enabled(), dlog.get_verbosity()
+    dlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    try:
+        return cls.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False, **kwargs)
+    except (OSError, ValueError, KeyError, AttributeError, ImportError) as e:
+        raise GeneratorError(f"cannot load the diffusers pipeline in {folder}: {e}") from e
+    finally:
+        dlog.set_verbosity(verbosity)
+        if bar:
+            dlog.enable_progress_bar()
+
+
+def images_to_uint8(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Float images B x 3 x h x w in [0, 1] -> uint8 B x size x size x 3 (resized with antialiasing if needed)."""
+    x = images.float()
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = (x * 255).round_().clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1)
+
+
+def _as_tensor(images: Any) -> torch.Tensor:
+    """A pipeline's ``images`` output (tensor B3HW, numpy BHW3 or list of PIL) -> float tensor B x 3 x H x W."""
+    if isinstance(images, torch.Tensor):
+        return images
+    if isinstance(images, np.ndarray):
+        arr = images
+    else:  # list of PIL images
+        arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim == 3:
+        t = t[..., None]
+    if t.shape[-1] == 1:
+        t = t.expand(*t.shape[:-1], 3)
+    return t.permute(0, 3, 1, 2)
+
+
+class FaceSampler(ABC):
+    """A built generator.  Subclasses implement :meth:`generate`; :meth:`sample` is what the stage calls."""
+
+    native_size: int
+    info: dict[str, Any]
+
+    def __init__(self, device: torch.device | str = "cpu", precision: str = "fp32") -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    @abstractmethod
+    def generate(self, generators: list[torch.Generator]) -> Any:
+        """One sample per generator, as float images in [0, 1] (tensor B3HW, numpy BHW3 or PIL list)."""
+
+    @torch.inference_mode()
+    def sample(self, seeds: Sequence[int], size: int | None = None) -> torch.Tensor:
+        """Faces for ``seeds`` as a uint8 CPU tensor B x size x size x 3; face ``k`` depends only on ``seeds[k]``."""
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        images = _as_tensor(self.generate(gens))
+        return images_to_uint8(images, size).cpu()
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about this generator (kind, source, weights hash, settings)."""
+        return {**self.info, "precision": self.precision}
