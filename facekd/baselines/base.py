@@ -1,0 +1,294 @@
+"""One interface for every baseline method, the shared evaluation, and cached runs.
+
+A method is a plug-in class registered in :data:`METHODS`::
+
+    @METHODS.register("scratch")
+    class Scratch(Method):
+        def fit(self, data, cfg, run_dir, seed) -> Fitted: ...
+
+``fit`` trains on the train split of the shared split manifest (``data``), chooses its state on the
+val split only, and returns a :class:`Fitted`: a :class:`Predictor` that maps uint8 RGB images to class
+scores (``output="scores"``) or to embeddings (``output="embedding"``).
+
+:func:`run_method` runs one method under the shared split and scores the test split **once**, at the
+state the method chose on val.  Scores are classified by argmax; embeddings by the nearest class mean
+of the (unaugmented) train images' embeddings, and embeddings also get the paper's triplet accuracy on
+the test split.  The result is cached under ``<paths.root>/baselines/<name>-<hash>/result.json``, the
+hash covering the method config, the data config, the split and the seed: a second call returns the
+cached :class:`MethodResult` without training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
+from facekd.data.preprocess import Preprocess
+from facekd.engine import resolve_device, seed_everything
+from facekd.metrics import classification_metrics, nearest_class_mean_predict, triplet_accuracy
+from facekd.registry import Registry
+from facekd.runs import config_hash, read_json, versions, write_json
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "Predictor",
+    "Fitted",
+    "MethodResult",
+    "OPERATIONAL_KEYS",
+    "plain",
+    "run_method",
+    "method_hash",
+    "evaluate_fitted",
+    "embed_images",
+    "result_path",
+]
+
+log = logging.getLogger(__name__)
+
+METHODS: Registry = Registry("method", "facekd.baselines")
+
+RESULT = "result.json"
+# keys of a method config that do not change its result (left out of the cache hash)
+OPERATIONAL_KEYS = ("device", "progress", "num_workers", "eval_batch_size", "card_repeats")
+# bump when the evaluation protocol changes, so cached results are recomputed
+PROTOCOL_VERSION = 1
+
+
+def plain(cfg: Any) -> Any:
+    """An OmegaConf node (or any mapping / sequence) as plain Python containers."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(cfg, Mapping):
+        return {k: plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [plain(v) for v in cfg]
+    return cfg
+
+
+class Predictor(nn.Module):
+    """What a fitted method deploys: ``preprocess -> body -> head``.
+
+    ``forward`` takes the preprocessed float input (this is what model cards time and count);
+    :meth:`predict` takes uint8 (or float 0-255) RGB ``B x 3 x H x W`` images.  ``head`` is None for an
+    embedding method.  Always used in eval mode.
+    """
+
+    def __init__(self, body: nn.Module, preprocess: Preprocess, head: nn.Module | None = None,
+                 output: str = "scores") -> None:
+        super().__init__()
+        if output not in ("scores", "embedding"):
+            raise ValueError(f"output must be 'scores' or 'embedding', got {output!r}")
+        self.body, self.head, self.preprocess, self.output = body, head, preprocess, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.body(x)
+        return f if self.head is None else self.head(f)
+
+    @property
+    def device(self) -> torch.device:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return self(self.preprocess(images.to(self.device))).float()
+
+
+@dataclass
+class Fitted:
+    """A fitted method: its predictor, the student network's name and anything worth reporting.
+
+    ``card`` overrides the model card of ``predictor`` (e.g. when the deployed model is not one module).
+    ``val`` may hold the method's own val metrics; otherwise they are computed like the test metrics.
+    """
+
+    predictor: Predictor
+    student: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, float] | None = None
+
+
+class Method:
+    """A baseline method.  Subclasses implement :meth:`fit`; ``name`` is set by the registry lookup."""
+
+    name: str = "method"
+
+    def student_name(self, cfg: Mapping[str, Any]) -> str:
+        """The network the method trains (the table's *student* column)."""
+        student = cfg.get("student")
+        if isinstance(student, Mapping):
+            return str(student.get("name", "?"))
+        return str(student) if student else "-"
+
+    def check(self, data: LabeledData, cfg: Mapping[str, Any]) -> None:
+        """Refuse a config that cannot run on ``data`` before any training (raise ``ValueError``)."""
+
+    def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
+        raise NotImplementedError
+
+
+@dataclass
+class MethodResult:
+    """One method, one seed, under the shared split: test metrics (scored once) and the model card."""
+
+    method: str
+    student: str
+    seed: int
+    test: dict[str, float]
+    val: dict[str, float]
+    params: int
+    mflops: float
+    cpu_ms_per_img: float
+    train_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    run_dir: str = ""
+
+    @property
+    def accuracy(self) -> float:
+        return self.test["accuracy"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MethodResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def embed_images(predictor: Predictor, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """``predictor.predict`` over uint8 ``images`` in batches, on the predictor's device; N x D on the CPU."""
+    out = [predictor.predict(images[i:i + batch_size]).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, ...] = ("val", "test"), *,
+                    ncm_metric: str = "cosine", n_triplets: int = 2000, batch_size: int = 64,
+                    datasets: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """Classification metrics of ``predictor`` on each part (``{part: metrics}``), plus ``"extra"``.
+
+    Scores are classified by argmax.  Embeddings are classified by the nearest class mean (``ncm_metric``)
+    of the unaugmented train images' embeddings; on the test part they also get the triplet accuracy
+    (fraction of ``n_triplets`` test triplets, drawn with seed 0, with d(a, p) < d(a, n), euclidean on
+    L2-normalised embeddings) and the mean per-dimension std of the embeddings (about 0 = collapse).
+    """
+    labels = list(range(data.num_classes))
+    need = set(parts) | ({"train"} if predictor.output == "embedding" else set())
+    sets = dict(datasets or {})
+    missing = tuple(p for p in ("train", "val", "test") if p in need and p not in sets)
+    if missing:
+        sets.update(split_datasets(data, missing, augment_train=False))
+    out: dict[str, dict[str, float]] = {"extra": {}}
+    if predictor.output == "embedding":
+        xtr, ytr = sets["train"].tensors()
+        etr = embed_images(predictor, xtr, batch_size).numpy()
+    for part in parts:
+        x, y = sets[part].tensors()
+        if len(y) == 0:
+            continue
+        z = embed_images(predictor, x, batch_size)
+        if predictor.output == "scores":
+            pred = z.argmax(1).numpy()
+        else:
+            pred = nearest_class_mean_predict(etr, ytr.numpy(), z.numpy(), metric=ncm_metric)
+        out[part] = classification_metrics(y.numpy(), pred, labels=labels)
+        if predictor.output == "embedding" and part == "test":
+            unit = torch.nn.functional.normalize(z.double(), dim=1)
+            out["extra"]["triplet_accuracy"] = triplet_accuracy(unit, y.numpy(), n_triplets=n_triplets, seed=0)
+            out["extra"]["embedding_std"] = float(z.double().std(0).mean())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+
+def method_hash(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], split_id: str,
+                seed: int) -> str:
+    """The cache key of one run: method, its result-defining config, the data config, the split and seed."""
+    cfg = {k: v for k, v in plain(method_cfg).items() if k not in OPERATIONAL_KEYS}
+    return config_hash({"method": name, "cfg": cfg, "data": plain(data_cfg), "split": split_id, "seed": int(seed),
+                        "protocol": PROTOCOL_VERSION})
+
+
+def result_path(paths_root: str | os.PathLike, name: str, digest: str) -> Path:
+    return Path(paths_root) / "baselines" / f"{name}-{digest}" / RESULT
+
+
+def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any],
+               paths_root: str | os.PathLike, seed: int, force: bool = False,
+               data: LabeledData | None = None) -> MethodResult:
+    """Run method ``name`` once under the shared split and score the test split once.
+
+    ``method_cfg`` is the method's config group (``configs/baseline/<name>.yaml``), ``data_cfg`` the
+    ``data`` section.  Cached: when ``<paths_root>/baselines/<name>-<hash>/result.json`` exists (same
+    config, data, split and seed) it is returned without training, unless ``force``.  ``data`` may pass
+    an already prepared :class:`LabeledData` of ``data_cfg``.
+    """
+    method: Method = METHODS.get(name)()
+    method.name = name
+    cfg = plain(method_cfg) or {}
+    data = data if data is not None else prepare_labeled(data_cfg, paths_root)
+    digest = method_hash(name, cfg, data_cfg, data.split.id, seed)
+    path = result_path(paths_root, name, digest)
+    if path.exists() and not force:
+        log.info("%s seed %d: cached result %s", name, seed, path)
+        return MethodResult.from_dict(read_json(path))
+    method.check(data, cfg)
+    run_dir = path.parent
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {"method": name, "config": cfg, "data": plain(data_cfg), "seed": int(seed),
+                                         "split": str(data.split_path), "split_id": data.split.id,
+                                         "versions": versions()})
+    seed_everything(seed)
+    t0 = time.perf_counter()
+    fitted = method.fit(data, cfg, run_dir, seed)
+    train_seconds = time.perf_counter() - t0
+    predictor = fitted.predictor.eval()
+    scores = evaluate_fitted(predictor, data, ("val", "test"), ncm_metric=cfg.get("ncm_metric", "cosine"),
+                             batch_size=int(cfg.get("eval_batch_size", 64)))
+    card = fitted.card or _card(predictor, int(cfg.get("card_repeats", 10)))
+    result = MethodResult(method=name, student=fitted.student, seed=int(seed), test=scores["test"],
+                          val=scores.get("val", {}), params=int(card["params"]), mflops=float(card["mflops"]),
+                          cpu_ms_per_img=float(card["cpu_ms_per_img"]), train_seconds=round(train_seconds, 2),
+                          extra={**fitted.extra, **scores["extra"]}, config_hash=digest, run_dir=str(run_dir))
+    write_json(path, result.as_dict())
+    log.info("%s seed %d: test accuracy %.4f (%s)", name, seed, result.accuracy, path)
+    return result
+
+
+def _card(predictor: Predictor, repeats: int) -> dict[str, float]:
+    from facekd.modelcard import model_card
+
+    return model_card(predictor, repeats=repeats)
+
+
+def default_device(cfg: Mapping[str, Any]) -> torch.device:
+    """The device of a method config's ``device`` key (``auto``: CUDA when present)."""
+    return resolve_device(cfg.get("device", "auto"))
+
+
+def class_counts(data: LabeledData, part: str = "train") -> np.ndarray:
+    """Images per class in one part of the split (length ``num_classes``)."""
+    return np.bincount([y for _, y in data.split.part(part)], minlength=data.num_classes)
