@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["GeneratorError", "FaceSampler", "resolve_device", "resolve_precision", "images_to_uint8",
-           "check_pipeline_folder", "load_pipeline"]
+           "check_pipeline_folder", "load_pipeline", "seeded_normal"]
 
 
 class GeneratorError(ValueError):
@@ -97,10 +97,25 @@ def _as_tensor(images: Any) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)
 
 
-class FaceSampler(ABC):
-    """A built generator.  Subclasses implement :meth:`generate`; :meth:`sample` is what the stage calls."""
+def seeded_normal(seeds: Sequence[int], dim: int) -> torch.Tensor:
+    """Row ``k`` = ``torch.randn(dim, generator=torch.Generator("cpu").manual_seed(seeds[k]))``, drawn on the CPU."""
+    g = torch.Generator("cpu")
+    out = torch.empty(len(seeds), dim)
+    for k, s in enumerate(seeds):
+        g.manual_seed(int(s))
+        torch.randn(dim, generator=g, out=out[k])
+    return out
 
-    native_size: int
+
+class FaceSampler(ABC):
+    """A built generator: seeds in, uint8 faces out.
+
+    :meth:`prepare` makes the per-sample randomness on the CPU (it may run in a background thread ahead of
+    the device); :meth:`run` turns it into faces.  Subclasses implement :meth:`generate`, and may override
+    :meth:`prepare` when the noise can be drawn directly.
+    """
+
+    native_size: int | None
     info: dict[str, Any]
 
     def __init__(self, device: torch.device | str = "cpu", precision: str = "fp32") -> None:
@@ -111,16 +126,22 @@ class FaceSampler(ABC):
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if self.precision == "bf16" else None
 
+    def prepare(self, seeds: Sequence[int]) -> Any:
+        """The per-sample randomness for ``seeds``: by default one seeded CPU ``torch.Generator`` each."""
+        return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
     @abstractmethod
-    def generate(self, generators: list[torch.Generator]) -> Any:
-        """One sample per generator, as float images in [0, 1] (tensor B3HW, numpy BHW3 or PIL list)."""
+    def generate(self, prepared: Any) -> Any:
+        """Images for the prepared randomness, floats in [0, 1] (tensor B3HW, numpy BHW3 or a PIL list)."""
 
     @torch.inference_mode()
+    def run(self, prepared: Any, size: int | None = None) -> torch.Tensor:
+        """Faces for prepared randomness as a uint8 CPU tensor B x size x size x 3."""
+        return images_to_uint8(_as_tensor(self.generate(prepared)), size).cpu()
+
     def sample(self, seeds: Sequence[int], size: int | None = None) -> torch.Tensor:
         """Faces for ``seeds`` as a uint8 CPU tensor B x size x size x 3; face ``k`` depends only on ``seeds[k]``."""
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        images = _as_tensor(self.generate(gens))
-        return images_to_uint8(images, size).cpu()
+        return self.run(self.prepare(seeds), size)
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this generator (kind, source, weights hash, settings)."""

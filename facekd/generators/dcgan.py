@@ -8,7 +8,6 @@ like any other diffusers generator.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 
 from facekd.assets import EMBEDDED_ASSETS, resolve, sha256_tree
 
-from .base import FaceSampler, check_pipeline_folder, load_pipeline
+from .base import FaceSampler, check_pipeline_folder, load_pipeline, seeded_normal
 from .registry import GENERATORS
 
 __all__ = ["DCGANGenerator", "DCGANPipeline", "load_embedded_dcgan", "DCGANSampler"]
@@ -70,20 +69,23 @@ class DCGANPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                 output_type: str = "pil", return_dict: bool = True, dtype: torch.dtype | None = None
-                 ) -> ImagePipelineOutput | tuple:
-        gen = list(generator) if isinstance(generator, (list, tuple)) else None
-        if gen is not None and len(gen) != batch_size:
-            raise ValueError(f"got {len(gen)} generators for a batch of {batch_size}")
+                 output_type: str = "pil", return_dict: bool = True, latents: torch.Tensor | None = None,
+                 dtype: torch.dtype | None = None) -> ImagePipelineOutput | tuple:
+        """Sample ``batch_size`` faces (or one per row of ``latents``); ``dtype`` = autocast dtype (bf16)."""
         dim = self.gan.config.latent_dim
-        if gen is not None:
+        gen = list(generator) if isinstance(generator, (list, tuple)) else None
+        if latents is not None:
+            z = latents
+        elif gen is not None:
+            if len(gen) != batch_size:
+                raise ValueError(f"got {len(gen)} generators for a batch of {batch_size}")
             z = torch.stack([torch.randn(dim, generator=g, device=g.device) for g in gen])
         else:
             z = torch.randn(batch_size, dim, generator=generator,
                             device=generator.device if generator is not None else "cpu")
         device = self._execution_device
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            x = self.gan(z.to(device, self.gan.dtype))
+            x = self.gan(z.to(device, self.gan.dtype, non_blocking=True))
         image = (x.float() / 2 + 0.5).clamp(0, 1)
         if output_type != "pt":
             image = image.cpu().permute(0, 2, 3, 1).numpy()
@@ -128,10 +130,14 @@ class DCGANSampler(FaceSampler):
         self.info = {"kind": "dcgan", "source": source, "weights_sha256": weights,
                      "pipeline": type(pipe).__name__, "native_size": 64}
 
-    def generate(self, generators: list[torch.Generator]) -> torch.Tensor:
-        out = self.pipe(batch_size=len(generators), generator=generators, output_type="pt",
-                        dtype=self.autocast_dtype).images
-        return out
+    def prepare(self, seeds: Sequence[int]) -> torch.Tensor:
+        """The latents of ``seeds`` (each from its own seeded CPU generator), pinned for a fast copy to CUDA."""
+        z = seeded_normal(seeds, self.pipe.gan.config.latent_dim)
+        return z.pin_memory() if self.device.type == "cuda" else z
+
+    def generate(self, prepared: torch.Tensor) -> torch.Tensor:
+        return self.pipe(batch_size=len(prepared), latents=prepared, output_type="pt",
+                         dtype=self.autocast_dtype).images
 
 
 @GENERATORS.register("dcgan")

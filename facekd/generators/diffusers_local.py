@@ -87,6 +87,7 @@ class DiffusersSampler(FaceSampler):
         return None
 
     def generate(self, generators: list[torch.Generator]) -> Any:
+        """One pipeline call for the batch, with one seeded generator per sample."""
         out = self.pipe(batch_size=len(generators), generator=generators, **self.kwargs)
         return out.images if hasattr(out, "images") else out[0]
 

@@ -159,35 +159,52 @@ def _prepare_folder(run_dir: Path, identity: dict, overwrite: bool) -> bool:
 
 
 class _ShardFiller:
-    """Fills one shard buffer with accepted faces, seed after seed, in batches."""
+    """Fills one shard buffer with accepted faces, seed after seed, in batches.
 
-    def __init__(self, sampler: FaceSampler, settings: GenerateSettings, flt: FaceFilter | None,
-                 bar: tqdm) -> None:
-        self.sampler, self.settings, self.flt, self.bar = sampler, settings, flt, bar
+    Without the filter the batches are known in advance, so the next batch's noise is prepared on the CPU
+    (in ``prefetch``, one thread) while the current one runs on the device.
+    """
+
+    def __init__(self, sampler: FaceSampler, settings: GenerateSettings, flt: FaceFilter | None, bar: tqdm,
+                 prefetch: ThreadPoolExecutor) -> None:
+        self.sampler, self.settings, self.flt, self.bar, self.prefetch = sampler, settings, flt, bar, prefetch
 
     def fill(self, count: int, start_seed: int) -> tuple[np.ndarray, list[int], int]:
         """``count`` faces from seeds ``start_seed, start_seed+1, ...``; returns (faces, their seeds, next seed)."""
         size = self.settings.image_size
         out = np.empty((count, size, size, 3), dtype=np.uint8)
+        if self.flt is None:
+            return self._fill_all(out, start_seed)
         seeds: list[int] = []
         seed = start_seed
         while len(seeds) < count:
-            want = count - len(seeds)
-            cand = list(range(seed, seed + min(self.settings.batch_size, want)))
+            cand = list(range(seed, seed + min(self.settings.batch_size, count - len(seeds))))
             seed += len(cand)
             faces = self.sampler.sample(cand, size)
-            if self.flt is not None:
-                keep = self.flt(faces)
-                faces = faces[torch.from_numpy(keep)]
-                cand = [s for s, k in zip(cand, keep) if k]
-                tried = seed - start_seed
-                if tried >= 20 * count + 256 and len(seeds) + len(cand) < tried / 20:
-                    raise RunError(f"the face filter rejected {tried - len(seeds) - len(cand)} of {tried} samples; "
-                                   f"lower generate.filter.threshold ({self.flt.threshold}) or turn the filter off")
+            keep = self.flt(faces)
+            faces = faces[torch.from_numpy(keep)]
+            cand = [s for s, k in zip(cand, keep) if k]
             out[len(seeds):len(seeds) + len(cand)] = faces.numpy()
             seeds.extend(cand)
             self.bar.update(len(cand))
+            tried = seed - start_seed
+            if tried >= 20 * count + 256 and len(seeds) < tried / 20:
+                raise RunError(f"the face filter rejected {tried - len(seeds)} of {tried} samples; "
+                               f"lower generate.filter.threshold ({self.flt.threshold}) or turn the filter off")
         return out, seeds, seed
+
+    def _fill_all(self, out: np.ndarray, start_seed: int) -> tuple[np.ndarray, list[int], int]:
+        count, bs = len(out), self.settings.batch_size
+        batches = [range(start_seed + k, start_seed + min(k + bs, count)) for k in range(0, count, bs)]
+        nxt = self.prefetch.submit(self.sampler.prepare, batches[0])
+        for k, seeds in enumerate(batches):
+            prepared = nxt.result()
+            if k + 1 < len(batches):
+                nxt = self.prefetch.submit(self.sampler.prepare, batches[k + 1])
+            pos = seeds.start - start_seed
+            out[pos:pos + len(seeds)] = self.sampler.run(prepared, self.settings.image_size).numpy()
+            self.bar.update(len(seeds))
+        return out, list(range(start_seed, start_seed + count)), start_seed + count
 
 
 def _write_preview(run_dir: Path, lengths: list[int], count: int) -> None:
@@ -248,11 +265,12 @@ def generate(cfg: Any) -> Path:
     t_loop = time.perf_counter()
     bar = tqdm(total=settings.num_images, initial=done, unit=" faces", desc=f"generate {settings.name}",
                dynamic_ncols=True, smoothing=0.1)
-    filler = _ShardFiller(sampler, settings, flt, bar)
     pending: Future | None = None
     next_seed = settings.first_seed
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        with ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as writer, \
+                ThreadPoolExecutor(1, thread_name_prefix="noise-prefetch") as prefetch:
+            filler = _ShardFiller(sampler, settings, flt, bar, prefetch)
             for i, n in enumerate(lengths):
                 rec = records[i]
                 if rec is not None and rec.get("first_candidate") == next_seed:
