@@ -31,11 +31,13 @@ def _first(items: list[str], n: int = 8) -> str:
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``module``; every key must exist on both sides with the same shape.
 
-    BatchNorm ``num_batches_tracked`` buffers are not expected in ``state`` (they carry no weights).
+    BatchNorm ``num_batches_tracked`` buffers carry no weights: they may be absent from ``state`` and are
+    ignored when present (a format that must not hold them checks that itself).
     Raises :class:`ModelWeightsError` listing the first missing, unexpected or mis-shaped keys.
     """
     own = module.state_dict()
     wanted = {k for k in own if not k.endswith("num_batches_tracked")}
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     missing = sorted(wanted - set(state))
     unexpected = sorted(set(state) - wanted)
     if missing or unexpected:

@@ -1,0 +1,127 @@
+"""The model card: parameters, FLOPs and CPU latency of a network.  Every report uses :func:`model_card`.
+
+* ``params``: all parameters of the module (teachers hold only their feature extractor: classifiers that
+  are checked on load are dropped).
+* ``mflops``: floating-point operations of one forward pass on one ``3 x S x S`` image, in millions, as
+  counted by ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2; convolutions and matrix
+  products only, which dominate).
+* ``cpu_ms_per_img``: median wall time of a forward pass at batch 1 on the CPU with 2 threads, over
+  repeated runs after a warm-up, in milliseconds.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["model_card", "model_cards", "markdown_table", "print_model_cards"]
+
+
+def _input_size(model: nn.Module, input_size: int | None) -> int:
+    if input_size is not None:
+        return int(input_size)
+    pre = getattr(model, "preprocess", None)
+    if pre is None:
+        raise ValueError(f"{type(model).__name__} declares no preprocess; pass input_size")
+    return int(pre.size)
+
+
+def model_card(model: nn.Module, input_size: int | None = None, *, repeats: int = 20, warmup: int = 3,
+               threads: int = 2) -> dict[str, float]:
+    """``{"params", "mflops", "cpu_ms_per_img"}`` of ``model`` on ``3 x input_size x input_size`` input.
+
+    ``input_size`` defaults to the model's own ``preprocess.size``.  The model itself is left untouched
+    (a CPU copy is measured, in eval mode); the global thread count is restored afterwards.
+    """
+    size = _input_size(model, input_size)
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    params = sum(p.numel() for p in model.parameters())
+    cpu = copy.deepcopy(model).to("cpu").float().eval()
+    x = torch.randn(1, 3, size, size)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                cpu(x)
+            flops = counter.get_total_flops()
+            for _ in range(warmup):
+                cpu(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                cpu(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"params": int(params), "mflops": flops / 1e6, "cpu_ms_per_img": 1000.0 * statistics.median(times)}
+
+
+def markdown_table(rows: Iterable[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Rows of dicts as a markdown table; ``columns`` = [(key, header, format)], e.g. ``("mflops", "MFLOPs", ".0f")``."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(format(r[k], f) if f else str(r[k]) for k, _, f in columns) + " |")
+    return "\n".join(lines)
+
+
+def model_cards(*, teachers: Iterable[str] | None = None, students: Iterable[str] | None = None,
+                student_sizes: Iterable[int] = (64, 112, 224), out_dim: int = 128,
+                teacher_weights: dict[str, str] | None = None, repeats: int = 20, warmup: int = 3,
+                threads: int = 2) -> list[dict]:
+    """Cards of registered networks (all of them by default), one row each.
+
+    Teachers whose weights are embedded are built for real.  Teachers that need a user file are built from
+    ``teacher_weights[name]`` when given, otherwise with random weights (labelled so): parameters, FLOPs
+    and latency do not depend on the weight values.  Students are carded at each of ``student_sizes`` with
+    a projection to ``out_dim``.
+    """
+    from facekd.models import STUDENTS, TEACHERS, ModelWeightsError, build_student, build_teacher, teacher_architecture
+
+    teacher_weights = dict(teacher_weights or {})
+    rows = []
+    for name in TEACHERS.names() if teachers is None else teachers:
+        path = teacher_weights.get(name)
+        try:
+            net = build_teacher({"name": name, "weights": path} if path else {"name": name})
+            weights = "loaded (embedded, sha256-verified)" if path is None else f"loaded from {path}"
+        except ModelWeightsError:
+            if path:
+                raise
+            net = teacher_architecture({"name": name})
+            weights = "random init: weights file not supplied (figures don't depend on weights)"
+        card = model_card(net, repeats=repeats, warmup=warmup, threads=threads)
+        rows.append({"network": name, "role": "teacher", "input": net.preprocess.size,
+                     "output": "x".join(map(str, net.feature_shape)) + f" ({net.feature})", "weights": weights, **card})
+    for name in STUDENTS.names() if students is None else students:
+        for size in student_sizes:
+            net = build_student({"name": name, "input_size": size}, out_dim)
+            card = model_card(net, size, repeats=repeats, warmup=warmup, threads=threads)
+            rows.append({"network": name, "role": "student", "input": size, "output": str(out_dim),
+                         "weights": "random init (trained by distillation)", **card})
+    return rows
+
+
+CARD_COLUMNS = [("network", "network", ""), ("role", "role", ""), ("input", "input px", ""),
+                ("output", "output", ""), ("params", "params (M)", ""), ("mflops", "MFLOPs", ",.0f"),
+                ("cpu_ms_per_img", "CPU ms/img (b=1, 2 thr, median)", ".1f"), ("weights", "weights", "")]
+
+
+def print_model_cards(cfg) -> str:
+    """Print (and return) the markdown table of :func:`model_cards` for the ``model_card`` config."""
+    rows = model_cards(teachers=cfg.get("teachers"), students=cfg.get("students"),
+                       student_sizes=list(cfg.student_sizes), out_dim=int(cfg.out_dim),
+                       teacher_weights=dict(cfg.get("teacher_weights") or {}), repeats=int(cfg.repeats),
+                       warmup=int(cfg.warmup), threads=int(cfg.threads))
+    for r in rows:
+        r["params"] = f"{r['params'] / 1e6:.2f}"
+    table = markdown_table(rows, CARD_COLUMNS)
+    print(table)
+    return table
