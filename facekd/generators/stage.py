@@ -115,6 +115,16 @@ def _identity(settings: GenerateSettings, gen_cfg: Mapping[str, Any], sampler: F
             "filter": flt.describe() if flt else None}
 
 
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _prepare_folder(run_dir: Path, identity: dict, overwrite: bool) -> bool:
     """Check that ``run_dir`` is empty or holds this same run; clear it when ``overwrite``.
 
@@ -135,8 +145,9 @@ def _prepare_folder(run_dir: Path, identity: dict, overwrite: bool) -> bool:
         if old.get("stage") != STAGE:
             reason = f"it is a '{old.get('stage')}' run, not a generate run"
         elif old.get("config_hash") != config_hash(identity):
-            changed = sorted(k for k in set(identity) | set(old.get("config", {}))
-                             if identity.get(k) != old.get("config", {}).get(k))
+            new, was = _flatten(identity), _flatten(old.get("config", {}))
+            changed = [f"{k} {was.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(was))
+                       if new.get(k) != was.get(k)]
             reason = f"it holds faces made with another configuration (differs in: {', '.join(changed)})"
     elif reason is None and any(p.exists() for p in ours):
         reason = "it holds shards but no manifest.json"

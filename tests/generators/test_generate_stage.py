@@ -92,7 +92,7 @@ def test_half_written_or_deleted_shard_is_remade(make_cfg, reference):
 def test_other_config_is_refused_unless_overwrite(make_cfg, reference):
     run = generate(make_cfg())
     before = shard_paths(run, 0)[0].read_bytes()
-    with pytest.raises(RunError, match="another configuration.*image_size.*overwrite=true"):
+    with pytest.raises(RunError, match="another configuration.*image_size 64 -> 32.*overwrite=true"):
         generate(make_cfg("generate.image_size=32"))
     assert shard_paths(run, 0)[0].read_bytes() == before and SyntheticFaces(run).image_size == 64
     generate(make_cfg("generate.image_size=32", "generate.overwrite=true"))
