@@ -25,7 +25,9 @@ def test_unknown_names_list_the_known_ones():
 def test_config_sections_build(sface):
     cfg = OmegaConf.create({"teacher": {"name": "sface", "feature": "embedding", "weights": None},
                             "student": {"name": "convnet9", "input_size": 112}})
-    student = build_student(cfg.student, sface.feature_dim)
+    teacher = build_teacher(cfg.teacher)
+    assert teacher.signature == sface.signature
+    student = build_student(cfg.student, teacher.feature_dim)
     assert student.out_dim == 128 and student.input_size == 112
     with pytest.raises(ValueError, match=r"unknown teacher option\(s\) teacher\.layer"):
         build_teacher({"name": "sface", "layer": "bn1"})
