@@ -7,6 +7,7 @@ afterwards.  BatchNorm layers run in eval mode, so samples in a batch do not int
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,7 +64,9 @@ def load_pipeline(cls: type, folder: Path, **kwargs: Any) -> Any:
     dlog.disable_progress_bar()
     dlog.set_verbosity_error()
     try:
-        return cls.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False, **kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            return cls.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False, **kwargs)
     except (OSError, ValueError, KeyError, AttributeError, ImportError) as e:
         raise GeneratorError(f"cannot load the diffusers pipeline in {folder}: {e}") from e
     finally:

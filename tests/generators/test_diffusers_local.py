@@ -23,6 +23,12 @@ def test_tiny_pipeline_samples_are_seed_determined_and_resized(tiny_ddpm):
     assert x.float().std() > 1
 
 
+def test_bf16_precision(tiny_ddpm):
+    s = _build(tiny_ddpm, precision="bf16")
+    assert s.pipe.unet.dtype == torch.bfloat16 and s.describe()["precision"] == "bf16"
+    assert s.sample(range(2)).dtype == torch.uint8
+
+
 def test_scheduler_swap(tiny_ddpm):
     s = _build(tiny_ddpm, scheduler="ddim")
     assert s.info["scheduler"] == "DDIMScheduler"

@@ -121,6 +121,7 @@ def test_folder_with_foreign_files_is_refused(make_cfg, tmp_path):
     (["generator=diffusers", "generator.path=/no/such/pipeline"], "does not exist"),
     (["generator=diffusers"], "needs a local pipeline folder"),
     (["generate.filter.enabled=true", "generate.filter.threshold=1.5"], "threshold must be in"),
+    (["generator.precision=fp16"], "unknown precision 'fp16'"),
 ])
 def test_bad_input_is_refused_and_nothing_is_lost(make_cfg, overrides, message):
     run = generate(make_cfg("generate.num_images=8", "generate.shard_size=4"))
