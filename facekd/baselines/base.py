@@ -116,13 +116,16 @@ class Fitted:
     """A fitted method: its predictor, the student network's name and anything worth reporting.
 
     ``card`` overrides the model card of ``predictor`` (e.g. when the deployed model is not one module).
-    ``val`` may hold the method's own val metrics; otherwise they are computed like the test metrics.
+    ``side_predictors`` are other models worth scoring beside it (e.g. the transfer baseline's teacher by
+    nearest class mean); :func:`run_method` scores them on test once and reports
+    ``extra["<name>_accuracy"]``.  They are never used for selection.
     """
 
     predictor: Predictor
     student: str
     extra: dict[str, Any] = field(default_factory=dict)
     card: dict[str, float] | None = None
+    side_predictors: dict[str, Predictor] = field(default_factory=dict)
 
 
 class Method:
@@ -269,6 +272,11 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     scores = evaluate_fitted(predictor, data, ("val", "test"), ncm_metric=cfg.get("ncm_metric", "cosine"),
                              batch_size=int(cfg.get("eval_batch_size", 64)))
     card = fitted.card or _card(predictor, int(cfg.get("card_repeats", 10)))
+    for side, side_predictor in fitted.side_predictors.items():
+        side_scores = evaluate_fitted(side_predictor.eval(), data, ("test",), ncm_metric=cfg.get("ncm_metric", "cosine"),
+                                      batch_size=int(cfg.get("eval_batch_size", 64)))
+        scores["extra"][f"{side}_accuracy"] = side_scores["test"]["accuracy"]
+        scores["extra"][f"{side}_f1_macro"] = side_scores["test"]["f1_macro"]
     result = MethodResult(method=name, student=fitted.student, seed=int(seed), test=scores["test"],
                           val=scores.get("val", {}), params=int(card["params"]), mflops=float(card["mflops"]),
                           cpu_ms_per_img=float(card["cpu_ms_per_img"]), train_seconds=round(train_seconds, 2),

@@ -1,0 +1,187 @@
+"""Pieces several baselines share: step-based training configs, an endless train set, the image-classifier
+task, and a linear head trained on frozen features.
+
+Baselines count training in **optimizer steps** (few-shot train splits are tiny, so epochs mean little):
+a method's ``train`` section is ``{steps, eval_every, batch_size, optim, schedule, monitor, mode, amp}``.
+The engine sees ``steps / eval_every`` epochs of ``eval_every`` batches each over a
+:class:`RepeatedDataset`, evaluates on val after each of them and keeps the best state.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+from facekd.baselines.base import plain
+from facekd.data.preprocess import Preprocess
+from facekd.engine import Task, TrainConfig, Trainer, load_best
+from facekd.metrics import nearest_class_mean_predict
+
+__all__ = [
+    "RepeatedDataset",
+    "Standardize",
+    "step_train_config",
+    "selection_score",
+    "ImageClassifierTask",
+    "HeadTask",
+    "fit_head",
+    "batched",
+    "train_engine",
+]
+
+# what the ``train`` section of a baseline may hold on top of the engine's own options
+_STEP_KEYS = ("steps", "eval_every")
+
+
+class RepeatedDataset(Dataset):
+    """``base`` repeated to ``length`` items (item ``i`` is ``base[i % len(base)]``); the engine shuffles it."""
+
+    def __init__(self, base: Dataset, length: int) -> None:
+        if len(base) == 0:
+            raise ValueError("the training set is empty")
+        self.base, self.length = base, int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[i % len(self.base)]
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with fixed per-dimension statistics (buffers), e.g. of the train features."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float().clone())
+        self.register_buffer("std", std.float().clamp_min(1e-6).clone())
+
+    @classmethod
+    def fit(cls, x: torch.Tensor) -> "Standardize":
+        x = x.double()
+        std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1:], dtype=x.dtype)
+        return cls(x.mean(0), std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1).float() - self.mean) / self.std
+
+
+def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
+                      **overrides: Any) -> tuple[TrainConfig, int]:
+    """A :class:`TrainConfig` from a method config's step-based ``section``; also returns the samples per epoch.
+
+    The method config's ``device`` and ``progress`` keys are passed on; runs resume from their checkpoint.
+    """
+    t = dict(plain(cfg.get(section) or {}))
+    steps, eval_every = int(t.pop("steps", 100)), int(t.pop("eval_every", 0) or 0)
+    eval_every = eval_every or steps
+    if steps < 1 or eval_every < 1:
+        raise ValueError(f"{section}.steps and {section}.eval_every must be positive, got {steps}, {eval_every}")
+    epochs = max(1, math.ceil(steps / eval_every))
+    t.setdefault("monitor", "val_select")
+    t.setdefault("mode", "max")
+    t.update(epochs=epochs, seed=int(seed), resume=True, device=cfg.get("device", "auto"),
+             progress=bool(cfg.get("progress", True)), log_every=max(1, min(20, eval_every)))
+    t.update(overrides)
+    tc = TrainConfig.from_config(t)
+    return tc, eval_every * tc.batch_size
+
+
+def selection_score(accuracy: float, loss: float) -> float:
+    """The val selection score: accuracy, ties broken by the lower loss (val sets of few-shot splits are small)."""
+    return float(accuracy) - 1e-4 * min(float(loss), 1e3)
+
+
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """``fn`` over ``x`` in batches, concatenated (on ``fn``'s output device)."""
+    return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def train_engine(task: Task, dataset: Dataset, tc: TrainConfig, samples_per_epoch: int, run_dir: Path,
+                 config: Mapping[str, Any]) -> Task:
+    """Train ``task`` on ``dataset`` repeated to ``samples_per_epoch`` per epoch; load and return its best state."""
+    Trainer(tc, run_dir, config=plain(config)).fit(task, RepeatedDataset(dataset, samples_per_epoch))
+    load_best(task, run_dir)
+    return task.eval()
+
+
+class ImageClassifierTask(Task):
+    """A network trained on uint8 image batches, scored on the (unaugmented) val images.
+
+    ``net`` maps preprocessed input to class scores; ``preprocess`` is its :class:`Preprocess`.
+    ``loss_fn(logits, labels, images)`` defaults to cross-entropy (Hinton KD passes its own).
+    """
+
+    def __init__(self, net: nn.Module, preprocess: Preprocess, val: tuple[torch.Tensor, torch.Tensor],
+                 loss_fn: Callable[..., torch.Tensor] | None = None, eval_batch_size: int = 64) -> None:
+        super().__init__()
+        self.net, self.preprocess = net, preprocess
+        self.val_x, self.val_y = val
+        self.loss_fn = loss_fn
+        self.eval_batch_size = eval_batch_size
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images)
+        return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+    def training_step(self, batch: Any) -> Any:
+        images, labels = batch
+        logits = self.net(self.inputs(images))
+        if self.loss_fn is None:
+            return F.cross_entropy(logits.float(), labels)
+        return self.loss_fn(logits.float(), labels, images)
+
+    def evaluate(self) -> dict[str, float]:
+        logits = batched(lambda x: self.net(self.inputs(x.to(self.device))).float(), self.val_x, self.eval_batch_size)
+        y = self.val_y.to(logits.device)
+        loss = float(F.cross_entropy(logits, y))
+        acc = float((logits.argmax(1) == y).float().mean())
+        return {"val_loss": loss, "val_accuracy": acc, "val_select": selection_score(acc, loss)}
+
+
+class HeadTask(Task):
+    """A linear head trained by cross-entropy on fixed features; scored on val features."""
+
+    def __init__(self, head: nn.Module, val: tuple[torch.Tensor, torch.Tensor]) -> None:
+        super().__init__()
+        self.head = head
+        self.val_x, self.val_y = val
+
+    def training_step(self, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.head(x).float(), y)
+
+    def evaluate(self) -> dict[str, float]:
+        logits = self.head(self.val_x.to(self.device)).float()
+        y = self.val_y.to(logits.device)
+        loss = float(F.cross_entropy(logits, y))
+        acc = float((logits.argmax(1) == y).float().mean())
+        return {"val_loss": loss, "val_accuracy": acc, "val_select": selection_score(acc, loss)}
+
+
+def fit_head(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], num_classes: int,
+             cfg: Mapping[str, Any], run_dir: Path, seed: int, config: Mapping[str, Any]) -> nn.Module:
+    """Train a :class:`~facekd.models.heads.LinearHead` on (already standardised) features with the engine.
+
+    ``cfg`` is the method config; its ``head`` section is step-based like ``train`` (see module doc).
+    Selection on val; returns the head at its best val state.
+    """
+    from facekd.models.heads import LinearHead
+
+    head = LinearHead(train[0].shape[1], num_classes)
+    tc, per_epoch = step_train_config(cfg, seed, section="head", amp=False, channels_last=False)
+    task = HeadTask(head, val)
+    train_engine(task, TensorDataset(*train), tc, per_epoch, run_dir, config)
+    return task.head.eval()
+
+
+def ncm_accuracy(train_feats: Any, train_labels: Any, feats: Any, labels: Any, metric: str = "cosine") -> float:
+    """Nearest-class-mean accuracy of ``feats`` against the class means of ``train_feats``."""
+    pred = nearest_class_mean_predict(train_feats, train_labels, feats, metric=metric)
+    return float((pred == np.asarray(labels)).mean())

@@ -1,0 +1,64 @@
+"""``scratch``: a student network trained from random init on the labeled train split only.
+
+The student (``student: {name: resnet18 | convnet9, input_size}``, from the model registry) gets a
+projection to the number of classes as its classifier and is trained with cross-entropy on augmented
+train images (the ``data.augment`` pipeline), selection on val.  ``student: {name: resnet50}`` trains
+torchvision's ResNet-50 the same way (the paper's third scratch network; not a registered student).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
+from facekd.baselines.common import ImageClassifierTask, step_train_config, train_engine
+from facekd.data.labeled import LabeledData, split_datasets
+from facekd.data.preprocess import Preprocess
+from facekd.models import build_student
+
+__all__ = ["DEFAULT_STUDENT", "student_config", "build_classifier", "Scratch"]
+
+DEFAULT_STUDENT = {"name": "resnet18", "input_size": 64}
+
+
+def student_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(plain(cfg.get("student")) or DEFAULT_STUDENT)
+
+
+def build_classifier(student_cfg: Mapping[str, Any], num_classes: int) -> tuple[nn.Module, Preprocess]:
+    """A random-init classifier network (class scores out) and its preprocessing."""
+    student_cfg = dict(student_cfg)
+    if student_cfg.get("name") == "resnet50":
+        from torchvision.models import resnet50
+
+        size = int(student_cfg.get("input_size", 112))
+        net = resnet50(weights=None, num_classes=num_classes)
+        return net, Preprocess(size=size, scale=1.0 / 255.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    net = build_student(student_cfg, num_classes)
+    return net, net.preprocess
+
+
+def train_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int,
+                     loss_fn: Any = None) -> Predictor:
+    """Train the method's student as a classifier on augmented train images (val selection); see module doc."""
+    net, pre = build_classifier(student_config(cfg), data.num_classes)
+    sets = split_datasets(data, ("train", "val"), augment_train=bool(cfg.get("augment", True)))
+    tc, per_epoch = step_train_config(cfg, seed)
+    task = ImageClassifierTask(net, pre, sets["val"].tensors(), loss_fn=loss_fn,
+                               eval_batch_size=int(cfg.get("eval_batch_size", 64)))
+    train_engine(task, sets["train"], tc, per_epoch, run_dir, {"method": cfg, "split": data.split.id})
+    return Predictor(task.net, pre, output="scores").eval()
+
+
+@METHODS.register("scratch")
+class Scratch(Method):
+    """Student from random init, cross-entropy on the augmented train split, selection on val."""
+
+    def student_name(self, cfg: Mapping[str, Any]) -> str:
+        s = student_config(cfg)
+        return f"{s['name']}@{s.get('input_size', 64)}"
+
+    def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
+        return Fitted(train_classifier(data, cfg, run_dir, seed), self.student_name(cfg))
