@@ -93,3 +93,12 @@ def test_runs_on_cuda(sface, orl_batch):
     sface.to("cpu")
     assert gpu.is_cuda
     assert torch.nn.functional.cosine_similarity(cpu, gpu.cpu()).min() > 0.999
+
+
+def test_weights_path_option(tmp_path):
+    from facekd.models import ModelWeightsError, build_teacher
+
+    with pytest.raises(ModelWeightsError, match=r"teacher\.weights=.*no such file.*face_recognition_sface_2021dec_int8bq\.onnx"):
+        build_teacher({"name": "sface", "weights": str(tmp_path / "missing.onnx")})
+    explicit = build_teacher({"name": "sface", "weights": str(resolve("sface"))})
+    assert explicit.signature["weights"] == "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"

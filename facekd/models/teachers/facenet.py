@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facekd.assets import sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict, require_weights_file
 from facekd.models.registry import TEACHERS
@@ -61,8 +62,6 @@ class FacenetTeacher(Teacher):
 
     @classmethod
     def from_config(cls, feature: str = "embedding", weights: str | os.PathLike | None = None) -> "FacenetTeacher":
-        from facekd.assets import sha256_file
-
         path = require_weights_file(weights, "teacher.weights", cls.weights_file, f"the facenet {cls.variant} teacher")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

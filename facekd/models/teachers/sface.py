@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from facekd.assets import EMBEDDED_ASSETS, resolve, sha256_file
 from facekd.data.preprocess import Preprocess
-from facekd.models.base import ModelWeightsError, Teacher
+from facekd.models.base import ModelWeightsError, Teacher, load_state_strict
 from facekd.models.registry import TEACHERS
 
 __all__ = ["SFace", "SFaceTeacher", "dequantize_blocks", "read_sface_onnx", "sface_onnxruntime_session"]
@@ -160,8 +161,6 @@ def read_sface_onnx(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     w = t[gemm.input[1]]
     state["pre_fc1.weight"] = w if a.get("transB", 0) else w.T
     state["pre_fc1.bias"] = t[gemm.input[2]]
-    from facekd.models.base import load_state_strict
-
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
     load_state_strict(net, tensors, f"SFace ONNX {path}")
     return net.state_dict()
@@ -216,8 +215,6 @@ class SFaceTeacher(Teacher):
     @classmethod
     def from_config(cls, feature: str = "embedding", weights: str | os.PathLike | None = None) -> "SFaceTeacher":
         """``weights``: null = the embedded, sha256-verified OpenCV Zoo file; or a path to the same ONNX file."""
-        from facekd.assets import EMBEDDED_ASSETS, resolve, sha256_file
-
         if weights is None:
             path, wid = resolve("sface"), EMBEDDED_ASSETS["sface"].sha256
         else:

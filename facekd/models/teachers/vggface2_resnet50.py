@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from facekd.assets import sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict, require_weights_file
 from facekd.models.registry import TEACHERS
@@ -170,8 +171,6 @@ class VGGFace2ResNet50Teacher(Teacher):
 
     @classmethod
     def from_config(cls, feature: str = "pool5", weights: str | os.PathLike | None = None) -> "VGGFace2ResNet50Teacher":
-        from facekd.assets import sha256_file
-
         path = require_weights_file(weights, "teacher.weights", WEIGHTS_FILE, "the VGGFace2 ResNet-50 teacher")
         teacher = cls(feature)
         load_vggface2_resnet50(teacher.net, path)
