@@ -134,11 +134,13 @@ class Student(nn.Module):
     preprocess: Preprocess
     proj: nn.Module
 
-    SIZES = (64, 112, 224)
+    SIZES = (64, 112, 224)  # what the pipeline configures; any size from MIN_SIZE up works
+    MIN_SIZE = 32
 
     def _setup(self, input_size: int, out_dim: int) -> None:
-        if int(input_size) not in self.SIZES:
-            raise ValueError(f"student input_size must be one of {self.SIZES}, got {input_size}")
+        if int(input_size) < self.MIN_SIZE:
+            raise ValueError(f"student input_size must be at least {self.MIN_SIZE} (the pipeline uses "
+                             f"{', '.join(map(str, self.SIZES))}), got {input_size}")
         if int(out_dim) < 1:
             raise ValueError(f"out_dim must be positive, got {out_dim}")
         self.input_size = int(input_size)
