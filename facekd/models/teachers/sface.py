@@ -166,7 +166,7 @@ def read_sface_onnx(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return net.state_dict()
 
 
-def sface_onnxruntime_session(path: str | os.PathLike, outputs: tuple[str, ...] = ("fc1",)):
+def sface_onnxruntime_session(path: str | os.PathLike, outputs: tuple[str, ...] = ("fc1",), threads: int | None = None):
     """An onnxruntime CPU session on the SFace file, made loadable and optionally exposing extra outputs.
 
     As shipped, the file lists its weights as graph inputs, which onnxruntime rejects; only ``data`` is
@@ -185,6 +185,8 @@ def sface_onnxruntime_session(path: str | os.PathLike, outputs: tuple[str, ...] 
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
