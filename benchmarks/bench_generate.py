@@ -32,6 +32,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads (less sensitive than wall time to other load on the machine)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _overrides(args: argparse.Namespace, num_images: int, root: str) -> list[str]:
     return [f"paths.root={root}", f"device={args.device}", f"generator={args.generator}",
             f"generator.precision={args.precision}", f"generate.num_images={num_images}",
@@ -57,12 +63,12 @@ def bare(args: argparse.Namespace) -> dict:
     sampler.sample(range(bs), args.image_size)  # warm-up
     if sampler.device.type == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_s()
     for start in range(0, n, bs):
         faces = sampler.sample(range(start, min(start + bs, n)), args.image_size)
     assert faces.dtype == torch.uint8
     dt = time.perf_counter() - t
-    return {"rate": n / dt, "seconds": dt, "rss_mb": _peak_rss_mb(), "device": str(sampler.device),
+    return {"rate": n / dt, "cpu_rate": n / (_cpu_s() - c), "seconds": dt, "rss_mb": _peak_rss_mb(), "device": str(sampler.device),
             "precision": sampler.precision}
 
 
@@ -72,11 +78,12 @@ def end_to_end(args: argparse.Namespace, num_images: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench_generate_") as root:
         cfg = _compose(_overrides(args, num_images, root))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu_s()
         run = generate(cfg)
         dt = time.perf_counter() - t
+        cpu = _cpu_s() - c
         m = read_json(run / "manifest.json")
-    return {"rate": num_images / dt, "loop_rate": m["faces_per_s"], "seconds": dt, "rss_mb": _peak_rss_mb()}
+    return {"rate": num_images / dt, "cpu_rate": num_images / cpu, "loop_rate": m["faces_per_s"], "seconds": dt, "rss_mb": _peak_rss_mb()}
 
 
 def _in_child(fn, *a):
@@ -115,6 +122,9 @@ def main() -> None:
           f"in the shard loop {e['loop_rate']:.1f} img/s)")
     print(f"ratio end-to-end / bare                : {e['rate'] / rate:9.1%}  (shard loop only: "
           f"{e['loop_rate'] / rate:.1%})")
+    cpu_bare = (b1["cpu_rate"] + b2["cpu_rate"]) / 2
+    print(f"per CPU-second (bare / end to end)     : {cpu_bare:9.1f} / {e['cpu_rate']:.1f} img per CPU-s, "
+          f"ratio {e['cpu_rate'] / cpu_bare:.1%}")
     print(f"peak RSS end to end, N={args.num_images:<7}       : {e['rss_mb']:9.0f} MB  (one shard = {shard_mb:.1f} MB; "
           f"all N faces = {args.num_images * shard_mb / args.shard_size:.1f} MB)")
     if args.memory_scale:
