@@ -140,20 +140,20 @@ def test_folder_that_is_not_a_pipeline_is_refused(make_cfg, tmp_path):
 
 
 def test_face_filter_rejects_and_refills(make_cfg):
-    over = ["generate.filter.enabled=true", "generate.filter.threshold=0.99", "generate.num_images=24",
-            "generate.shard_size=16"]
-    faces = SyntheticFaces(generate(make_cfg(*over, "generate.batch_size=16", "generate.name=f16")))
+    over = ["generate.filter.enabled=true", "generate.filter.threshold=0.99", "generate.num_images=16",
+            "generate.shard_size=8"]
+    faces = SyntheticFaces(generate(make_cfg(*over, "generate.batch_size=8", "generate.name=f8")))
     m = faces.manifest
     seeds = np.asarray(faces.seeds)
-    assert len(faces) == 24 and len(seeds) == 24 and np.all(np.diff(seeds) > 0)
-    assert m["filter"]["rejected"] == seeds[-1] + 1 - 24 > 0  # seeds beyond N refill the rejected ones
+    assert len(faces) == 16 and len(seeds) == 16 and np.all(np.diff(seeds) > 0)
+    assert m["filter"]["rejected"] == seeds[-1] + 1 - 16 > 0  # seeds beyond N refill the rejected ones
     assert m["filter"]["tried"] == seeds[-1] + 1 and not m["seeds"]["contiguous"]
     assert 0 < m["filter"]["rejection_rate"] < 0.5
     from facekd.generators.face_filter import FaceFilter
 
-    assert FaceFilter(0.99)(faces.batch(range(24))).all()
+    assert FaceFilter(0.99)(faces.batch(range(16))).all()
     direct = build_generator({"name": "dcgan"}, device="cpu").sample(seeds).numpy()
-    assert np.array_equal(faces.batch(range(24)), direct)
+    assert np.array_equal(faces.batch(range(16)), direct)
     other = SyntheticFaces(generate(make_cfg(*over, "generate.batch_size=5", "generate.name=f5")))
     assert np.array_equal(np.asarray(other.seeds), seeds)
-    assert np.array_equal(other.batch(range(24)), faces.batch(range(24)))
+    assert np.array_equal(other.batch(range(16)), faces.batch(range(16)))
