@@ -16,19 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GeneratorError", "FaceSampler", "resolve_device", "resolve_precision", "images_to_uint8",
+from facekd.engine import resolve_device
+
+__all__ = ["GeneratorError", "FaceSampler", "resolve_precision", "images_to_uint8",
            "check_pipeline_folder", "load_pipeline", "seeded_normal"]
 
 
 class GeneratorError(ValueError):
     """A generator that cannot be built from the given configuration, with the reason."""
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else is passed to :class:`torch.device`."""
-    if str(spec) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

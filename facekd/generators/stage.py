@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from facekd.data import synthetic
 from facekd.data.synthetic import PREVIEW_FILE, SEEDS_FILE, SHARD_DIR, STAGE, SyntheticFaces
+from facekd.engine import resolve_device
 from facekd.runs import MANIFEST, RunError, atomic_path, config_hash, read_json, write_manifest
 
-from .base import FaceSampler, GeneratorError, resolve_device
+from .base import FaceSampler, GeneratorError
 from .face_filter import FaceFilter
 from .registry import GENERATORS
 
