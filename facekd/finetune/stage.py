@@ -1,0 +1,352 @@
+"""The finetune stage: a linear head on the distilled student, trained on the labeled train split.
+
+``finetune(cfg)`` (``python scripts/finetune.py``):
+
+1. reads the distill run ``finetune.student_run`` (refusing a missing, unfinished or other-teacher run, or
+   one distilled on the training images of another split) and the shared split manifest of ``data``
+   (refusing one that does not match the data folder, or a val/test class absent from train);
+2. trains the head with the shared engine on the train split: one-hot sigmoid BCE (the paper's) or
+   cross-entropy, the paper's ``lr / sqrt(1 + t)`` per epoch by default, batch 16.  Without
+   augmentation and with the backbone frozen, the student's features are computed once (fast path);
+   with ``finetune.augment`` the frozen student runs every step; ``finetune.unfreeze`` trains the
+   student too at ``backbone_lr_scale`` times the lr;
+3. picks the best epoch on val (``finetune.monitor``, default macro F1; ties keep the earliest epoch),
+   then scores the test split **once**, with the weights of that epoch;
+4. writes into ``${paths.root}/finetune/<name>``: ``metrics.json`` (the engine's per-epoch history plus
+   ``val`` and ``test`` figures, the model card and the ONNX parity), ``metrics.csv``, ``f1_curve.png``,
+   ``confusion.png`` (test), ``model.safetensors`` (student + norm + head), ``model.onnx`` (see
+   :data:`ONNX_INPUT_SPEC`), ``test_features.npz`` (the test images' student features, labels and
+   predictions, for t-SNE) and ``manifest.json`` (stage ``finetune``, ``complete: true`` when done).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from facekd.data.faces import FaceDataError
+from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
+from facekd.distill import load_student
+from facekd.distill.student_run import read_student_manifest, signature_diff
+from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
+    seed_everything
+from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
+from facekd.finetune.task import LOSSES, HeadTask, predict_scores
+from facekd.metrics import classification_metrics
+from facekd.models import build_student, load_state_strict
+from facekd.runs import RunError, config_hash, read_json, read_manifest, write_json, write_manifest
+
+__all__ = ["STAGE", "MODEL_FILE", "ONNX_FILE", "ONNX_INPUT_SPEC", "FinetuneSettings", "finetune", "run_dir_for",
+           "load_finetuned"]
+
+log = logging.getLogger(__name__)
+
+STAGE = "finetune"
+MODEL_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
+CURVE_FILE = "f1_curve.png"
+CONFUSION_FILE = "confusion.png"
+FEATURES_FILE = "test_features.npz"
+ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = data.image_size), pixels 0-255, "
+                   "faces framed square as the data config frames them (data.framing); output 'scores': "
+                   "float32 N x K class scores (logits), argmax = index into the 'classes' metadata")
+
+# keys of the finetune section that do not change the result (left out of the resume hash)
+_OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots")
+_TRAIN_DEFAULTS = {"epochs": 200, "batch_size": 16, "drop_last": False, "optim": {"name": "adam", "lr": 1e-2},
+                   "schedule": {"name": "inv_sqrt", "interval": "epoch"}, "resume": True}
+
+
+def _plain(cfg: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return cfg
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The ``finetune`` config section, checked (see ``configs/finetune.yaml`` for each key)."""
+
+    student_run: str
+    name: str | None = None
+    expected_teacher: dict | None = None
+    features: str = "embed"
+    feature_norm: str = "standardize"
+    loss: str = "bce"
+    augment: bool = False
+    unfreeze: bool = False
+    backbone_lr_scale: float = 0.1
+    monitor: str = "val_f1_macro"
+    eval_batch_size: int = 64
+    export_onnx: bool = True
+    parity_images: int = 8
+    parity_atol: float = 1e-3
+    card_repeats: int = 20
+    plots: bool = True
+    train: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [(self.features in FEATURES, f"finetune.features must be one of {FEATURES}, got {self.features!r}"),
+                  (self.feature_norm in NORMS, f"finetune.feature_norm must be one of {NORMS}, got {self.feature_norm!r}"),
+                  (self.loss in LOSSES, f"finetune.loss must be one of {LOSSES}, got {self.loss!r}"),
+                  (self.backbone_lr_scale > 0, f"finetune.backbone_lr_scale must be > 0, got {self.backbone_lr_scale}"),
+                  (self.monitor.startswith("val_"), f"finetune.monitor must be a val metric (val_f1_macro, "
+                                                    f"val_accuracy, val_loss, ...), got {self.monitor!r}"),
+                  (self.parity_images >= 1, "finetune.parity_images must be >= 1"),
+                  (bool(self.student_run), "finetune.student_run must name a distill run folder")]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
+            raise ValueError(f"finetune.name must be a plain folder name, got {self.name!r}")
+        if self.expected_teacher is not None and not isinstance(self.expected_teacher, Mapping):
+            raise ValueError("finetune.expected_teacher must be null or a mapping of teacher signature fields, "
+                             "e.g. {name: sface, feature: embedding}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> "FinetuneSettings":
+        sec = dict(_plain(section))
+        known = set(cls.__dataclass_fields__)
+        unknown = set(sec) - known
+        if unknown:
+            raise ValueError(f"unknown finetune keys {sorted(unknown)}; known: {sorted(known)}")
+        sec["train"] = {**_TRAIN_DEFAULTS, **dict(sec.get("train") or {})}
+        return cls(**sec)
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.monitor.endswith("loss") else "max"
+
+    @property
+    def precomputed(self) -> bool:
+        """The fast path: frozen backbone and no augmentation, so features are computed once."""
+        return not (self.augment or self.unfreeze)
+
+    def default_name(self, data_name: str) -> str:
+        name = f"{data_name}-{Path(self.student_run).name}-{self.loss}"
+        return name + ("-aug" if self.augment else "") + ("-unfrozen" if self.unfreeze else "")
+
+    def hashed(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in _OPERATIONAL}
+
+
+def run_dir_for(cfg: Mapping[str, Any]) -> Path:
+    """The run folder of a finetune config: ``${paths.root}/finetune/<name>``."""
+    s = FinetuneSettings.from_config(cfg["finetune"])
+    return Path(cfg["paths"]["root"]) / STAGE / (s.name or s.default_name(str(cfg["data"]["name"])))
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _check_teacher(run_dir: Path, manifest: Mapping[str, Any], expected: Mapping[str, Any] | None) -> None:
+    """Refuse a student distilled from another teacher: every field given in ``expected`` must match."""
+    if not expected:
+        return
+    teacher = manifest.get("teacher") or {}
+    diff = signature_diff({k: teacher.get(k) for k in expected}, dict(expected))
+    if diff:
+        raise RunError(f"{run_dir} was distilled from another teacher (run != finetune.expected_teacher): "
+                       f"{'; '.join(diff)}")
+
+
+def _check_split(data: LabeledData, student_manifest: Mapping[str, Any], student_run: Path) -> None:
+    """Every val/test class must have training images; a student distilled on the training images of
+    another split may have seen this split's test images, so it is refused."""
+    split = data.split
+    train = {y for _, y in split.train}
+    for part in ("val", "test"):
+        missing = sorted({y for _, y in split.part(part)} - train)
+        if missing:
+            raise FaceDataError(f"split {data.split_path}: {len(missing)} class(es) in {part} but absent from train: "
+                                f"{[split.classes[y] for y in missing][:10]}; the head cannot learn them")
+    if len(split.val) == 0:
+        raise FaceDataError(f"split {data.split_path} has no val images: the best epoch is chosen on val "
+                            "(set data.val >= 1)")
+    used = student_manifest.get("split")
+    if isinstance(used, Mapping) and used.get("id") and used["id"] != split.id:
+        raise RunError(f"{student_run} was distilled on the training images of split {used.get('id')} "
+                       f"({used.get('path')}), but finetune uses split {split.id} ({data.split_path}): its "
+                       "test images may have been seen. Finetune with the same data config, or redistill.")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@torch.no_grad()
+def _features(model: SpecializedModel, images: torch.Tensor, device: torch.device, batch_size: int,
+              desc: str) -> torch.Tensor:
+    """Student features (before normalization) of uint8 images; float32 on the CPU."""
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
+        out.append(predict_scores(lambda x: model.extract(model.preprocess(x)), images[i:i + batch_size], device,
+                                  batch_size))
+    return torch.cat(out)
+
+
+def _stage_config(cfg: Mapping[str, Any], settings: FinetuneSettings) -> dict:
+    return {"finetune": asdict(settings), "data": _plain(cfg["data"]), "seed": int(cfg.get("seed", 0)),
+            "paths": {"root": str(cfg["paths"]["root"])}}
+
+
+def load_finetuned(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SpecializedModel, list[str]]:
+    """The specialized model of a finished finetune run (weights of its best epoch, eval mode) and its class names."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    m = read_manifest(run_dir, STAGE, complete=True)
+    student = build_student(m["student"]["config"], int(m["student"]["out_dim"]))
+    model = SpecializedModel(student, len(m["classes"]), m["features"], m["feature_norm"])
+    try:
+        state = {k: v for k, v in load_file(str(run_dir / MODEL_FILE)).items() if not k.endswith("num_batches_tracked")}
+        load_state_strict(model, state, str(run_dir / MODEL_FILE))
+    except (OSError, ValueError) as e:
+        raise RunError(f"{run_dir}: cannot load {MODEL_FILE} ({e}); rerun the finetune stage") from e
+    return model.to(device).eval(), list(m["classes"])
+
+
+# ------------------------------------------------------------------------------------------------- stage
+
+
+def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the finetune stage of ``cfg`` (the ``finetune`` primary config); returns the final ``metrics.json``.
+
+    The returned dict holds ``history`` (per epoch: train loss/accuracy, val loss and metrics, lr),
+    ``best_epoch``, ``monitor``, ``val`` and ``test`` (accuracy, precision/recall/F1 macro and micro),
+    ``params``, ``mflops``, ``cpu_ms_per_img``, ``onnx`` (path and parity), ``train_seconds`` and ``run_dir``.
+    """
+    settings = FinetuneSettings.from_config(cfg["finetune"])
+    data_cfg = _plain(cfg["data"])
+    root = Path(cfg["paths"]["root"])
+    seed = int(cfg.get("seed", 0))
+    device = resolve_device(cfg.get("device", "auto"))
+
+    student_run = Path(settings.student_run)
+    smanifest = read_student_manifest(student_run)  # missing / unfinished / not a distill run -> RunError
+    _check_teacher(student_run, smanifest, settings.expected_teacher)
+    student = load_student(student_run, device=device)
+    data = prepare_labeled(data_cfg, root)  # a split manifest that does not match the data folder -> FaceDataError
+    _check_split(data, smanifest, student_run)
+
+    run_dir = root / STAGE / (settings.name or settings.default_name(str(data_cfg.get("name", "faces"))))
+    stage_cfg = _stage_config(cfg, settings)
+    identity = {"student_run": {"path": str(student_run), "config_hash": smanifest.get("config_hash"),
+                                "teacher": smanifest.get("teacher")},
+                "split": {"path": str(data.split_path), "id": data.split.id}}
+    write_manifest(run_dir, STAGE, stage_cfg, **identity, complete=False)
+
+    sets = split_datasets(data, ("train", "val", "test"), augment_train=settings.augment)
+    xtr, ytr = sets["train"].tensors()
+    xva, yva = sets["val"].tensors()
+    xte, yte = sets["test"].tensors()
+    classes = list(data.split.classes)
+    log.info("finetune %s on %s: %d classes, train/val/test %d/%d/%d images", student_run, data.split_path,
+             len(classes), len(ytr), len(yva), len(yte))
+
+    seed_everything(seed)
+    model = SpecializedModel(student, len(classes), settings.features, settings.feature_norm).to(device)
+    bs = settings.eval_batch_size
+    ftr = _features(model, xtr, device, bs, "train features")
+    model.norm.fit(ftr)
+    if settings.precomputed:
+        from torch.utils.data import TensorDataset
+
+        train_data: Any = TensorDataset(ftr, ytr)
+        val = (_features(model, xva, device, bs, "val features"), yva)
+    else:
+        train_data, val = sets["train"], (xva, yva)
+    task = HeadTask(model, settings.loss, val, inputs="features" if settings.precomputed else "images",
+                    unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs)
+    train_cfg = TrainConfig.from_config(settings.train, seed=seed, device=str(device), monitor=settings.monitor,
+                                        mode=settings.mode)
+    trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
+    t0 = time.perf_counter()
+    result = Trainer(train_cfg, run_dir, config=trainer_cfg).fit(task, train_data)
+    train_seconds = time.perf_counter() - t0
+
+    # the weights of the best val epoch; test is scored once, here
+    load_best(task, run_dir)
+    model.eval()
+    best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    val_metrics = {k[4:]: float(v) for k, v in best_row.items() if k.startswith("val_") and k != "val_loss"}
+    fte = _features(model, xte, device, bs, "test features")
+    with torch.no_grad():
+        test_scores = predict_scores(model.classify, fte, device, bs)
+    pred = test_scores.argmax(1).numpy()
+    test_metrics = classification_metrics(yte.numpy(), pred, labels=list(range(len(classes))))
+
+    cpu_model = model.to("cpu").float().eval()
+    save_safetensors(cpu_model.state_dict(), run_dir / MODEL_FILE,
+                     {"classes": json.dumps(classes), "features": settings.features, "norm": settings.feature_norm,
+                      "best_epoch": result.best_epoch})
+    np.savez_compressed(run_dir / FEATURES_FILE, features=fte.numpy(), labels=yte.numpy(), pred=pred)
+    from facekd.modelcard import model_card
+
+    card = model_card(Preprocessed(cpu_model), repeats=settings.card_repeats)
+    onnx_info: dict[str, Any] = {"exported": False}
+    if settings.export_onnx:
+        onnx_info = _export(cpu_model, run_dir, xva if len(xva) else xte, settings, classes,
+                            int(data_cfg.get("image_size", 112)), student)
+
+    metrics = read_json(run_dir / METRICS_JSON)
+    metrics.update({
+        "method": "distilled student + linear head" + (" (unfrozen)" if settings.unfreeze else ""),
+        "student": student.name, "seed": seed, "selection": f"best epoch by {settings.monitor} ({settings.mode}) "
+        "on val; ties keep the earliest epoch; test scored once at that epoch",
+        "val": val_metrics, "val_loss": float(best_row["val_loss"]), "test": test_metrics,
+        "n_images": {"train": len(ytr), "val": len(yva), "test": len(yte)}, "num_classes": len(classes),
+        "params": int(card["params"]), "mflops": float(card["mflops"]), "cpu_ms_per_img": float(card["cpu_ms_per_img"]),
+        "model_card": {**card, "input_size": int(student.input_size),
+                       "note": "student + norm + head on the preprocessed input, batch 1, 2 CPU threads"},
+        "onnx": onnx_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
+    write_json(run_dir / METRICS_JSON, metrics)
+
+    if settings.plots:
+        from facekd.plots import plot_confusion, plot_curves
+
+        plot_curves(result.history, ["val_f1_macro", "val_f1_micro", "val_accuracy"], run_dir / CURVE_FILE,
+                    best=result.best_epoch, ylabel="val score",
+                    title=f"{run_dir.name}: val F1 per epoch (test {100 * test_metrics['accuracy']:.1f}% at best)")
+        plot_confusion(yte.numpy(), pred, classes, run_dir / CONFUSION_FILE,
+                       title=f"{run_dir.name}: test, epoch {result.best_epoch}, accuracy "
+                             f"{100 * test_metrics['accuracy']:.1f}%")
+
+    write_manifest(run_dir, STAGE, stage_cfg, **identity, classes=classes, features=settings.features,
+                   feature_norm=settings.feature_norm,
+                   student={"config": smanifest["student"], "out_dim": int(smanifest["out_dim"])},
+                   image_size=int(data_cfg.get("image_size", 112)), framing=data_cfg.get("framing", "pad"),
+                   onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
+                   seed=seed, complete=True)
+    log.info("finetune %s: best epoch %s, val %s %.4f, test accuracy %.4f, macro F1 %.4f", run_dir.name,
+             result.best_epoch, settings.monitor, result.best_value, test_metrics["accuracy"], test_metrics["f1_macro"])
+    print(f"finetune {run_dir}: best epoch {result.best_epoch} on val; test accuracy "
+          f"{100 * test_metrics['accuracy']:.2f}%, macro F1 {100 * test_metrics['f1_macro']:.2f}%")
+    return metrics
+
+
+def _export(model: SpecializedModel, run_dir: Path, images: torch.Tensor, settings: FinetuneSettings,
+            classes: list[str], image_size: int, student: Any) -> dict[str, Any]:
+    """Export ``model`` to ONNX and check it against torch on up to ``parity_images`` real images."""
+    from facekd.export import check_onnx, export_onnx
+
+    path = export_onnx(model, run_dir / ONNX_FILE, image_size,
+                       metadata={"classes": json.dumps(classes), "input": ONNX_INPUT_SPEC,
+                                 "student": student.name, "student_input_size": str(student.input_size)})
+    parity = check_onnx(path, model, images[: settings.parity_images], atol=settings.parity_atol)
+    if not parity["ok"]:
+        log.warning("ONNX export differs from torch by %.3g (> %.3g)", parity["max_abs_diff"], parity["atol"])
+    return {"exported": True, "file": ONNX_FILE, "input": ONNX_INPUT_SPEC, "image_size": image_size,
+            "parity_images": "val split", **parity}

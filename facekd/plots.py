@@ -1,0 +1,141 @@
+"""Drawing primitives shared by the stages and the report: curves, confusion matrices, t-SNE maps.
+
+Pure plotting: each function takes arrays or metric rows, writes one PNG atomically and returns its path.
+Nothing here knows about stages or run folders.  Figures are drawn with ``matplotlib.figure.Figure``
+(no pyplot state, no display needed).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from facekd.runs import atomic_path
+
+__all__ = ["plot_curves", "plot_confusion", "plot_tsne", "confusion_matrix", "tsne_embedding"]
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return path
+
+
+def _figure(width: float, height: float, dpi: int = 120) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], keys: Sequence[str], path: str | os.PathLike, *,
+                x: str = "epoch", best: int | None = None, title: str = "", ylabel: str = "") -> Path:
+    """Line plot of ``keys`` of the per-epoch ``history`` rows against ``x``; ``best`` marks the chosen epoch.
+
+    Rows lacking a key are skipped for that line; a key no row has raises ``KeyError``.
+    """
+    if not history:
+        raise ValueError("plot_curves needs at least one history row")
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    for key in keys:
+        pts = [(float(r[x]), float(r[key])) for r in history if key in r and r[key] is not None]
+        if not pts:
+            raise KeyError(f"no history row has '{key}'; keys present: {sorted(set().union(*history))}")
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, label=key, marker="." if len(xs) <= 30 else None)
+    if best is not None:
+        ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best {x} {best}")
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
+    """``num_classes`` x ``num_classes`` counts: row = true class, column = predicted class."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred has {len(y_pred)}")
+    bad = [int(v) for v in np.concatenate([y_true, y_pred]) if not 0 <= v < num_classes]
+    if bad:
+        raise ValueError(f"labels out of range 0..{num_classes - 1}: {sorted(set(bad))[:10]}")
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def plot_confusion(y_true: Any, y_pred: Any, classes: Sequence[str], path: str | os.PathLike, *,
+                   normalize: bool = True, title: str = "") -> Path:
+    """Confusion matrix image (rows true, columns predicted; row-normalized by default).
+
+    Class names label the axes up to 50 classes; beyond that only indices are shown.  Cell counts are
+    printed when there are at most 15 classes.
+    """
+    n = len(classes)
+    cm = confusion_matrix(y_true, y_pred, n)
+    shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    side = min(14.0, max(4.5, 0.22 * n + 2.5))
+    fig = _figure(side, side * 0.9)
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, int(cm.max())))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "count")
+    if n <= 50:
+        ax.set_xticks(range(n), [str(c) for c in classes], rotation=90, fontsize=max(4, 9 - n // 10))
+        ax.set_yticks(range(n), [str(c) for c in classes], fontsize=max(4, 9 - n // 10))
+    if n <= 15:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+    acc = np.trace(cm) / max(1, cm.sum())
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"confusion matrix ({cm.sum()} images, accuracy {100 * acc:.1f}%)")
+    return _save(fig, path)
+
+
+def tsne_embedding(feats: Any, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE (scikit-learn) of N x D features; perplexity is capped below N."""
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(feats, dtype=np.float32).reshape(len(feats), -1)
+    if len(x) < 3:
+        raise ValueError(f"t-SNE needs at least 3 samples, got {len(x)}")
+    perp = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
+
+
+def plot_tsne(feature_sets: Mapping[str, tuple[Any, Any]], path: str | os.PathLike, *, seed: int = 0,
+              perplexity: float = 30.0, title: str = "") -> Path:
+    """t-SNE maps of several feature sets side by side, points coloured by label.
+
+    ``feature_sets`` maps a panel title (e.g. ``"distilled student"``, ``"scratch"``) to
+    ``(N x D features, N labels)``.  Each panel is embedded separately with the same seed.
+    """
+    if not feature_sets:
+        raise ValueError("plot_tsne needs at least one feature set")
+    import matplotlib
+
+    k = len(feature_sets)
+    fig = _figure(4.8 * k, 4.6)
+    cmap = matplotlib.colormaps["tab20"]
+    for i, (name, (feats, labels)) in enumerate(feature_sets.items()):
+        labels = np.asarray(labels).ravel()
+        if len(labels) != len(feats):
+            raise ValueError(f"'{name}': {len(feats)} features but {len(labels)} labels")
+        xy = tsne_embedding(feats, seed, perplexity)
+        ax = fig.add_subplot(1, k, i + 1)
+        _, codes = np.unique(labels, return_inverse=True)
+        ax.scatter(xy[:, 0], xy[:, 1], c=[cmap(c % 20) for c in codes], s=10, linewidths=0)
+        ax.set_title(f"{name} ({len(labels)} images, {codes.max() + 1} classes)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

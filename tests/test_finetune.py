@@ -1,0 +1,255 @@
+"""The finetune stage end to end on the real ORL faces (smoke size), hand-checked metrics, and refusals."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facekd.data.faces import FaceDataError
+from facekd.distill.student_run import STUDENT_FILE
+from facekd.engine import TrainConfig, Trainer, save_safetensors
+from facekd.finetune import HeadTask, SpecializedModel, finetune, load_finetuned
+from facekd.finetune.stage import FinetuneSettings
+from facekd.metrics import classification_metrics
+from facekd.models import build_student
+from facekd.runs import RunError, read_json, read_manifest, write_manifest
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TEACHER = {"name": "sface", "feature": "embedding", "feature_shape": [128], "preprocess": {"size": 112},
+           "weights": "sha-of-the-sface-file"}
+STUDENT_CFG = {"name": "resnet18", "input_size": 64}
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return hydra_compose("finetune", overrides=["profile=smoke", *overrides])
+
+
+def write_student_run(folder: Path, *, teacher=TEACHER, complete=True, split=None, seed=0) -> Path:
+    """A distill-format run folder (the distill stage's contract) holding a freshly built student."""
+    torch.manual_seed(seed)
+    student = build_student(STUDENT_CFG, 128)
+    save_safetensors(student.state_dict(), folder / STUDENT_FILE)
+    extra = {"split": split} if split else {}
+    write_manifest(folder, "distill", {"student": STUDENT_CFG, "note": "random init, for tests"}, student=STUDENT_CFG,
+                   teacher=teacher, out_dim=128, input_size=64, uses_labels=False, complete=complete, **extra)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def student_run(tmp_path_factory):
+    return write_student_run(tmp_path_factory.mktemp("distill") / "resnet18-bce")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, student_run):
+    """One finished smoke finetune run: 4 epochs on the 2-shot ORL split, with ONNX export and plots."""
+    root = tmp_path_factory.mktemp("runs")
+    cfg = compose(f"paths.root={root}", f"finetune.student_run={student_run}")
+    metrics = finetune(cfg)
+    return root, Path(metrics["run_dir"]), metrics, cfg
+
+
+def test_run_folder_layout_and_manifest(smoke, student_run):
+    root, run, metrics, _ = smoke
+    assert run == root / "finetune" / "orl-resnet18-bce-bce"
+    for f in ("metrics.json", "metrics.csv", "f1_curve.png", "confusion.png", "model.safetensors", "model.onnx",
+              "test_features.npz", "manifest.json", "best.safetensors", "checkpoint.pt"):
+        assert (run / f).is_file(), f
+    m = read_manifest(run, "finetune")
+    assert m["complete"] and len(m["classes"]) == 40
+    assert m["student_run"]["path"] == str(student_run)
+    assert m["student_run"]["config_hash"] == read_manifest(student_run, "distill")["config_hash"]
+    split = read_json(m["split"]["path"])
+    assert m["split"]["id"] and split["dataset"] == "orl" and len(split["train"]) == 80 and len(split["val"]) == 40
+    assert "uint8" in m["onnx_input"]
+    for png in ("f1_curve.png", "confusion.png"):
+        with Image.open(run / png) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+
+
+def test_best_epoch_chosen_on_val_and_test_scored_once(smoke):
+    _, run, metrics, _ = smoke
+    assert metrics == read_json(run / "metrics.json")
+    hist = metrics["history"]
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+    f1 = [r["val_f1_macro"] for r in hist]
+    assert metrics["best_epoch"] == 1 + int(np.argmax(f1))  # the earliest of the best
+    best = hist[metrics["best_epoch"] - 1]
+    for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_micro", "recall_micro", "f1_micro"):
+        assert metrics["val"][k] == best[f"val_{k}"]
+        assert 0.0 <= metrics["test"][k] <= 1.0
+    assert not any(k.startswith("test") for r in hist for k in r)  # test never scored per epoch
+    assert hist[0]["lr"] == pytest.approx(1e-2) and hist[3]["lr"] == pytest.approx(1e-2 / math.sqrt(4))
+    assert metrics["n_images"] == {"train": 80, "val": 40, "test": 280}
+    # the test figures are those of the saved model on the test images
+    model, classes = load_finetuned(run)
+    z = np.load(run / "test_features.npz")
+    assert len(classes) == 40 and z["features"].shape == (280, 128)
+    with torch.no_grad():
+        pred = model.classify(torch.from_numpy(z["features"])).argmax(1).numpy()
+    assert np.array_equal(pred, z["pred"])
+    assert classification_metrics(z["labels"], pred, labels=list(range(40))) == metrics["test"]
+
+
+def test_model_card_and_onnx_parity(smoke):
+    _, run, metrics, _ = smoke
+    model, _ = load_finetuned(run)
+    student_params = sum(p.numel() for p in build_student(STUDENT_CFG, 128).parameters())
+    assert metrics["params"] == sum(p.numel() for p in model.parameters()) == student_params + 128 * 40 + 40
+    assert metrics["mflops"] > 100 and metrics["cpu_ms_per_img"] > 0
+    onnx = metrics["onnx"]
+    assert onnx["exported"] and onnx["ok"] and onnx["images"] == 4 and onnx["argmax_agreement"] == 1.0
+    assert onnx["max_abs_diff"] < 1e-3
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert len(json.loads(meta["classes"])) == 40
+    assert sess.get_inputs()[0].type == "tensor(uint8)"
+
+
+def test_rerun_resumes_the_finished_run(smoke, student_run):
+    root, run, metrics, _ = smoke
+    again = finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.export_onnx=false",
+                             "finetune.plots=false", "finetune.card_repeats=1"))
+    assert again["history"] == metrics["history"] and again["test"] == metrics["test"]
+    assert again["best_epoch"] == metrics["best_epoch"]
+
+
+def test_unfrozen_backbone_with_augmentation_trains_the_student(smoke, student_run):
+    root, *_ = smoke
+    cfg = compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.unfreeze=true",
+                  "finetune.augment=true", "finetune.export_onnx=false", "finetune.plots=false",
+                  "finetune.card_repeats=1", "finetune.train.epochs=1", "finetune.backbone_lr_scale=0.5")
+    metrics = finetune(cfg)
+    run = Path(metrics["run_dir"])
+    assert run.name == "orl-resnet18-bce-bce-aug-unfrozen" and metrics["method"].endswith("(unfrozen)")
+    model, _ = load_finetuned(run)
+    from safetensors.torch import load_file
+
+    before = load_file(str(student_run / STUDENT_FILE))
+    after = model.student.state_dict()
+    assert not torch.equal(before["backbone.conv1.weight"], after["backbone.conv1.weight"])
+
+
+# --------------------------------------------------------------------------------------------- unit level
+
+
+class Identity3(torch.nn.Module):
+    """Stands in for a student whose features are the input itself (for hand-checked head metrics)."""
+
+    out_dim = feature_dim = 3
+
+    def embed(self, x):
+        return x
+
+
+def test_val_metrics_checked_by_hand():
+    """Head = identity, so the predictions are the argmax of the given features: [0, 1, 1, 2] vs labels [0, 1, 2, 2]."""
+    model = SpecializedModel(Identity3(), 3, "embed", "none")
+    with torch.no_grad():
+        model.head.weight.copy_(torch.eye(3))
+        model.head.bias.zero_()
+    feats = torch.eye(3)[[0, 1, 1, 2]]
+    labels = torch.tensor([0, 1, 2, 2])
+    out = HeadTask(model, "bce", (feats, labels)).evaluate()
+    # per class (precision, recall): class 0 (1, 1), class 1 (1/2, 1), class 2 (1, 1/2); F1 1, 2/3, 2/3
+    assert out["val_accuracy"] == pytest.approx(3 / 4)
+    assert out["val_precision_macro"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert out["val_recall_macro"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert out["val_f1_macro"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    for k in ("precision_micro", "recall_micro", "f1_micro"):
+        assert out[f"val_{k}"] == pytest.approx(3 / 4)
+    # one-hot BCE, mean over the 4 x 3 logits: softplus(z) - t z with z, t in {0, 1}
+    sp1, sp0 = math.log1p(math.e), math.log(2)
+    hit = (sp1 - 1) + 2 * sp0       # predicted class is the true one
+    miss = sp0 + sp1 + (sp0 - 0)    # sample 2: logit 1 on class 1 (t 0), logit 0 on class 2 (t 1)
+    assert out["val_loss"] == pytest.approx((3 * hit + miss) / 12)
+    ce = HeadTask(model, "ce", (feats, labels)).evaluate()["val_loss"]
+    lse = math.log(math.e + 2)
+    assert ce == pytest.approx((3 * (lse - 1) + lse) / 4)
+
+
+def test_frozen_student_on_images_never_changes(orl, tmp_path):
+    """Image inputs with a frozen student: weights and batch-norm statistics stay as they were."""
+    torch.manual_seed(0)
+    student = build_student({"name": "resnet18", "input_size": 32}, 16)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    from facekd.data.datasets import load_images
+
+    imgs = torch.from_numpy(load_images(orl.root, orl.paths[:8], 32)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    model = SpecializedModel(student, 4, "backbone", "standardize")
+    task = HeadTask(model, "ce", (imgs, labels), inputs="images")
+    cfg = TrainConfig(epochs=2, batch_size=4, optim={"name": "adam", "lr": 1e-2}, monitor="val_accuracy",
+                      mode="max", progress=False, device="cpu")
+    head_before = model.head.weight.detach().clone()
+    Trainer(cfg, tmp_path).fit(task, torch.utils.data.TensorDataset(imgs, labels))
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert not torch.equal(head_before, model.head.weight)
+    assert set(task.state_dict()) == {"head.weight", "head.bias", "norm.mean", "norm.std"}
+
+
+def test_settings_refusals():
+    with pytest.raises(ValueError, match="unknown finetune keys"):
+        FinetuneSettings.from_config({"student_run": "x", "lr": 1})
+    with pytest.raises(ValueError, match="finetune.loss"):
+        FinetuneSettings.from_config({"student_run": "x", "loss": "hinge"})
+    with pytest.raises(ValueError, match="val metric"):
+        FinetuneSettings.from_config({"student_run": "x", "monitor": "test_accuracy"})
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+
+def test_refuses_a_missing_incomplete_or_other_teacher_student_run(tmp_path, student_run):
+    with pytest.raises(RunError, match="does not exist"):
+        finetune(compose(f"paths.root={tmp_path}", f"finetune.student_run={tmp_path / 'nope'}"))
+    unfinished = write_student_run(tmp_path / "unfinished", complete=False)
+    with pytest.raises(RunError, match="incomplete"):
+        finetune(compose(f"paths.root={tmp_path}", f"finetune.student_run={unfinished}"))
+    with pytest.raises(RunError, match="another teacher.*name: 'sface' != 'vggface2_resnet50'"):
+        finetune(compose(f"paths.root={tmp_path}", f"finetune.student_run={student_run}",
+                         "finetune.expected_teacher={name: vggface2_resnet50}"))
+    assert not (tmp_path / "finetune").exists()  # refused before any run folder is made
+
+
+def _tampered_root(smoke, tmp_path, edit) -> Path:
+    """A fresh runs root holding the smoke run's split manifest, edited by ``edit(split_dict)``."""
+    _, run, _, _ = smoke
+    src = Path(read_manifest(run, "finetune")["split"]["path"])
+    split = read_json(src)
+    edit(split)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / src.name).write_text(json.dumps(split))
+    return tmp_path
+
+
+def test_refuses_a_split_manifest_that_does_not_match_the_data(smoke, tmp_path, student_run):
+    def rename(split):
+        split["test"][0][0] = "s1/does_not_exist.pgm"
+
+    root = _tampered_root(smoke, tmp_path, rename)
+    with pytest.raises(FaceDataError, match="not in the data folder"):
+        finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}"))
+
+
+def test_refuses_a_class_in_test_absent_from_train(smoke, tmp_path, student_run):
+    def drop_class(split):
+        split["train"] = [e for e in split["train"] if e[1] != 3]
+
+    root = _tampered_root(smoke, tmp_path, drop_class)
+    with pytest.raises(FaceDataError, match="absent from train"):
+        finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}"))
+
+
+def test_refuses_a_student_distilled_on_another_splits_train_images(tmp_path):
+    run = write_student_run(tmp_path / "other-split", split={"path": "elsewhere.json", "id": "0123456789abcdef"})
+    with pytest.raises(RunError, match="distilled on the training images of split 0123456789abcdef"):
+        finetune(compose(f"paths.root={tmp_path}", f"finetune.student_run={run}"))
