@@ -1,0 +1,240 @@
+"""The baseline comparison: every method under the same split and seeds, as one table.
+
+``compare_baselines(cfg)`` (``python scripts/compare_baselines.py``) reads the ``compare_baselines``
+config: ``methods`` lists table rows; each row name is a key of ``baselines`` (its config group under
+``configs/baseline/``, whose ``method`` names the plug-in) or, failing that, a registered method run with
+its defaults.  Each row runs once per seed with :func:`~facekd.baselines.base.run_method` (cached by
+config hash, so a rerun after a change retrains only what changed), and the rows are summarised as
+mean ± std over seeds.
+
+Written to ``out_dir`` (default ``${paths.root}/compare_baselines``): ``comparison.md`` (our table, then
+the paper's published numbers beside ours), ``comparison.csv``, ``accuracy.png`` (bar chart with std
+error bars) and ``results.json`` (every per-seed result).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from facekd.baselines.base import METHODS, MethodResult, plain, run_method
+from facekd.data.labeled import prepare_labeled
+from facekd.runs import atomic_path, write_json
+
+__all__ = ["resolve_rows", "summarize", "comparison_markdown", "paper_markdown", "write_csv", "plot_accuracy",
+           "compare_baselines", "PAPER_RESULTS", "CAVEAT"]
+
+log = logging.getLogger(__name__)
+
+METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_micro", "recall_micro", "f1_micro")
+
+# DESIGN-level facts: the paper's published Pins test accuracy (%), per (method plug-in, network).  Upstream chose
+# epochs on the test split, so they are optimistic.  ``None`` network = the method's only row.
+PAPER_RESULTS: dict[tuple[str, str | None], str] = {
+    ("scratch", "convnet9"): "19.78 (ConvNet-9)",
+    ("scratch", "resnet18"): "52.14 (ResNet-18)",
+    ("scratch", "resnet50"): "40.09 (ResNet-50)",
+    ("transfer", None): "97.71 (VGGFace2 ResNet-50)",
+    ("feature_kd", "mse"): "2.29 (ConvNet-9); ResNet-18: R² ≈ 0",
+    ("feature_kd", "bce"): "44.80 (ConvNet-9), 79.83 (ResNet-18)",
+    ("triplet", None): "triplet accuracy 83.10 (ConvNet-9), 91.16 (ResNet-50)",
+    ("kd_labels", None): "2.56 (ConvNet-9 <- InceptionV3)",
+    ("maml", None): "no result",
+}
+
+CAVEAT = ("The paper's numbers come from different data and networks (Pins, 105 identities x 32 training images; "
+          "VGGFace2 ResNet-50 / InceptionV3 teachers) and were selected on the test split; ours come from the "
+          "configured data set and teacher, selected on val. Compare trends, not values.")
+
+
+def resolve_rows(methods: Sequence[str], baselines: Mapping[str, Any] | None) -> list[tuple[str, str, dict]]:
+    """``[(row name, plug-in name, method config)]``; an unknown name raises ``KeyError`` listing the known ones."""
+    baselines = plain(baselines) or {}
+    rows, unknown = [], []
+    for row in methods:
+        row = str(row)
+        if row in baselines:
+            cfg = dict(baselines[row] or {})
+            plugin = str(cfg.get("method", row))
+        elif row in METHODS:
+            cfg, plugin = {}, row
+        else:
+            unknown.append(row)
+            continue
+        if plugin not in METHODS:
+            raise KeyError(f"row '{row}' names method '{plugin}', which is unknown; known methods: "
+                           f"{', '.join(METHODS.names())}")
+        rows.append((row, plugin, cfg))
+    if unknown:
+        known = sorted(set(baselines) | set(METHODS.names()))
+        raise KeyError(f"unknown method(s) {', '.join(unknown)}; known methods: {', '.join(known)}")
+    if len({r for r, _, _ in rows}) != len(rows):
+        raise ValueError(f"methods lists a row twice: {list(methods)}")
+    return rows
+
+
+def _network(plugin: str, cfg: Mapping[str, Any]) -> str | None:
+    if plugin == "feature_kd":
+        return str(cfg.get("loss", "bce"))
+    if plugin == "scratch":
+        student = cfg.get("student") or {}
+        return str(student.get("name", "resnet18")) if isinstance(student, Mapping) else str(student)
+    return None
+
+
+def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[MethodResult]) -> dict[str, Any]:
+    """Mean and std over seeds of one row's results (population std; 0 for one seed)."""
+    out: dict[str, Any] = {"method": row, "plugin": plugin, "student": results[0].student,
+                           "seeds": len(results), "paper": PAPER_RESULTS.get((plugin, _network(plugin, cfg)), "")}
+    for k in METRICS:
+        v = np.array([r.test[k] for r in results], dtype=float)
+        out[f"{k}_mean"], out[f"{k}_std"] = float(v.mean()), float(v.std())
+    for k in ("params", "mflops", "cpu_ms_per_img", "train_seconds"):
+        out[k] = float(np.mean([getattr(r, k) for r in results]))
+    out["params"] = int(out["params"])
+    for k in ("triplet_accuracy", "teacher_ncm_accuracy", "teacher_accuracy"):
+        vals = [r.extra[k] for r in results if k in r.extra]
+        if vals:
+            out[f"{k}_mean"], out[f"{k}_std"] = float(np.mean(vals)), float(np.std(vals))
+    notes = []
+    if any(r.extra.get("collapsed") for r in results):
+        notes.append("embedding collapsed")
+    for k, label in (("teacher_ncm_accuracy", "teacher NCM"), ("teacher_accuracy", "teacher")):
+        if f"{k}_mean" in out:
+            notes.append(f"{label} {100 * out[f'{k}_mean']:.1f}%")
+    if "triplet_accuracy_mean" in out:
+        notes.append(f"triplet acc {100 * out['triplet_accuracy_mean']:.1f}%")
+    out["notes"] = "; ".join(notes)
+    return out
+
+
+def _pm(row: Mapping[str, Any], key: str) -> str:
+    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if row.get("seeds", 1) > 1 else f"{100 * mean:.1f}"
+
+
+TABLE_COLUMNS = [("method", "method"), ("student", "student"), ("accuracy", "accuracy %"),
+                 ("precision_macro", "precision (macro) %"), ("recall_macro", "recall (macro) %"),
+                 ("f1_macro", "F1 (macro) %"), ("params", "params (M)"), ("mflops", "MFLOPs"),
+                 ("cpu_ms_per_img", "CPU ms/img"), ("train_seconds", "train s"), ("notes", "notes")]
+
+
+def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Our comparison table (mean ± std over seeds)."""
+    lines = ["| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |", "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
+    for r in rows:
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            if key in METRICS:
+                cells.append(_pm(r, key))
+            elif key == "params":
+                cells.append(f"{r['params'] / 1e6:.2f}")
+            elif key == "mflops":
+                cells.append(f"{r['mflops']:,.0f}")
+            elif key in ("cpu_ms_per_img", "train_seconds"):
+                cells.append(f"{r[key]:.1f}")
+            else:
+                cells.append(str(r.get(key, "")).replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paper_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The paper's published numbers beside ours, with the caveat."""
+    lines = ["| method | ours: accuracy % (student) | paper: Pins accuracy % |", "|---|---|---|"]
+    for r in rows:
+        ours = f"{_pm(r, 'accuracy')} ({r['student']})"
+        if "triplet_accuracy_mean" in r:
+            ours += f"; triplet accuracy {_pm(r, 'triplet_accuracy')}"
+        lines.append(f"| {r['method']} | {ours} | {r.get('paper') or '–'} |")
+    return "\n".join(lines) + f"\n\n{CAVEAT}"
+
+
+CSV_FIELDS = ["method", "plugin", "student", "seeds"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")] + \
+    ["params", "mflops", "cpu_ms_per_img", "train_seconds", "triplet_accuracy_mean", "triplet_accuracy_std", "notes",
+     "paper"]
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    return Path(path)
+
+
+def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
+    """Bar chart of test accuracy per row, with the std over seeds as error bars."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 4.2), dpi=120)
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    means = [100 * r["accuracy_mean"] for r in rows]
+    stds = [100 * r["accuracy_std"] for r in rows]
+    bars = ax.bar(x, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.85)
+    for b, m in zip(bars, means):
+        ax.text(b.get_x() + b.get_width() / 2, m + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [r["method"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("test accuracy %")
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return path
+
+
+def _seeds(cfg: Mapping[str, Any]) -> list[int]:
+    seeds = cfg.get("seeds", 1)
+    if isinstance(seeds, (list, tuple)):
+        return [int(s) for s in seeds]
+    if int(seeds) < 1:
+        raise ValueError(f"seeds must be a positive count or a list of seeds, got {seeds}")
+    first = int(cfg.get("seed", 0))
+    return list(range(first, first + int(seeds)))
+
+
+def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run every row of ``cfg.methods`` for every seed (cached), write the table, CSV and chart; return the rows."""
+    cfg = plain(cfg)
+    rows = resolve_rows(cfg["methods"], cfg.get("baselines"))
+    seeds = _seeds(cfg)
+    root = Path(cfg["paths"]["root"])
+    out_dir = Path(cfg.get("out_dir") or root / "compare_baselines")
+    data = prepare_labeled(cfg["data"], root)
+    operational = {"device": cfg.get("device", "auto"), "progress": bool(cfg.get("progress", True))}
+    results: dict[str, list[MethodResult]] = {}
+    t0 = time.perf_counter()
+    for row, plugin, mcfg in rows:
+        for seed in seeds:
+            t = time.perf_counter()
+            res = run_method(plugin, {**mcfg, **operational}, cfg["data"], root, seed, data=data)
+            log.info("%s seed %d: accuracy %.4f (%.0f s)", row, seed, res.accuracy, time.perf_counter() - t)
+            results.setdefault(row, []).append(res)
+    summary = [summarize(row, plugin, mcfg, results[row]) for row, plugin, mcfg in rows]
+    title = f"{cfg['data'].get('name', 'data')}: {data.num_classes} identities, {cfg['data'].get('per_class')} train images each"
+    table = comparison_markdown(summary)
+    paper = paper_markdown(summary)
+    seeds_txt = f"{len(seeds)} seed(s) {seeds}"
+    md = (f"# Baseline comparison\n\n{title}; split {data.split.id}; {seeds_txt}; test accuracy scored once at the "
+          f"state chosen on val.\n\n{table}\n\n## Beside the paper\n\n{paper}\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "comparison.md") as tmp:
+        tmp.write_text(md)
+    write_csv(summary, out_dir / "comparison.csv")
+    plot_accuracy(summary, out_dir / "accuracy.png", title)
+    write_json(out_dir / "results.json", {"rows": summary, "seeds": seeds, "split": str(data.split_path),
+                                          "results": {k: [r.as_dict() for r in v] for k, v in results.items()},
+                                          "wall_seconds": round(time.perf_counter() - t0, 1)})
+    print(f"{title}; {seeds_txt}\n\n{table}\n\nBeside the paper:\n\n{paper}\n\nwritten to {out_dir}")
+    return summary

@@ -1,0 +1,44 @@
+"""Every method runs at smoke size on the real ORL faces and the real SFace teacher, under the shared split."""
+import pytest
+import torch
+
+from facekd.baselines import run_method
+from facekd.baselines.kd_labels import hinton_kd_loss
+
+ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "triplet", "maml", "maml_fo"]
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
+    mcfg = {**smoke_cfg.baselines[row], "progress": False}
+    res = run_method(mcfg.get("method", row), mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
+    assert set(res.test) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro"}
+    assert 0.0 <= res.accuracy <= 1.0 and res.val and res.train_seconds > 0
+    assert res.cpu_ms_per_img > 0 and res.mflops >= 0
+    if row == "transfer":
+        # the frozen SFace teacher is a real face teacher: far above chance (2.5%) even with a 20-step head
+        assert res.accuracy > 0.3 and res.extra["teacher_ncm_accuracy"] > 0.8
+    if row == "kd_labels":
+        assert res.extra["alpha"] == 0.1 and "teacher_accuracy" in res.extra
+    if row in ("triplet", "pixels"):
+        assert 0.0 <= res.extra["triplet_accuracy"] <= 1.0 and "embedding_std" in res.extra
+    if row == "triplet":
+        assert res.extra["collapsed"] is False
+    if row.startswith("maml"):
+        assert res.extra["first_order"] is (row == "maml_fo")
+
+
+def test_hinton_kd_loss_known_values():
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert hinton_kd_loss(s, t, y, alpha=1.0, temperature=1.0) == pytest.approx(float(ce))
+    # identical logits: the KL term vanishes at any temperature
+    assert hinton_kd_loss(s, s, y, alpha=0.1, temperature=4.0) == pytest.approx(0.1 * float(ce))
+    # alpha = 0, T = 2: T^2 * KL(p_t || p_s) by hand
+    pt, ps = torch.softmax(t / 2, 1), torch.softmax(s / 2, 1)
+    kl = (pt * (pt.log() - ps.log())).sum(1).mean()
+    assert hinton_kd_loss(s, t, y, alpha=0.0, temperature=2.0) == pytest.approx(4 * float(kl), rel=1e-5)
+    with pytest.raises(ValueError):
+        hinton_kd_loss(s, t, y, alpha=1.5, temperature=1.0)
