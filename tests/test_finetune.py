@@ -10,7 +10,7 @@ from PIL import Image
 
 from facekd.data.faces import FaceDataError
 from facekd.distill.student_run import STUDENT_FILE
-from facekd.engine import TrainConfig, Trainer, save_safetensors
+from facekd.engine import ResumeError, TrainConfig, Trainer, save_safetensors
 from facekd.finetune import HeadTask, SpecializedModel, finetune, load_finetuned
 from facekd.finetune.stage import FinetuneSettings
 from facekd.metrics import classification_metrics
@@ -120,6 +120,10 @@ def test_rerun_resumes_the_finished_run(smoke, student_run):
                              "finetune.plots=false", "finetune.card_repeats=1"))
     assert again["history"] == metrics["history"] and again["test"] == metrics["test"]
     assert again["best_epoch"] == metrics["best_epoch"]
+    with pytest.raises(ResumeError, match="another configuration.*finetune.train.resume=false"):
+        finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.loss=ce",
+                         "finetune.name=orl-resnet18-bce-bce"))
+    assert read_manifest(run, "finetune")["complete"]  # the finished run was left as it was
 
 
 def test_unfrozen_backbone_with_augmentation_trains_the_student(smoke, student_run):

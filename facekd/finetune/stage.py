@@ -30,13 +30,12 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
 from facekd.distill import load_student
 from facekd.distill.student_run import read_student_manifest, signature_diff
-from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
+from facekd.engine import METRICS_JSON, ResumeError, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
 from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
 from facekd.finetune.task import LOSSES, HeadTask, predict_scores
@@ -186,15 +185,22 @@ def _check_split(data: LabeledData, student_manifest: Mapping[str, Any], student
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-@torch.no_grad()
 def _features(model: SpecializedModel, images: torch.Tensor, device: torch.device, batch_size: int,
               desc: str) -> torch.Tensor:
     """Student features (before normalization) of uint8 images; float32 on the CPU."""
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
-        out.append(predict_scores(lambda x: model.extract(model.preprocess(x)), images[i:i + batch_size], device,
-                                  batch_size))
-    return torch.cat(out)
+    return predict_scores(lambda x: model.extract(model.preprocess(x)), images, device, batch_size, desc)
+
+
+def _check_resumable(trainer: Trainer) -> None:
+    """Refuse, before the run folder is touched, to resume a checkpoint of another configuration."""
+    path = trainer.checkpoint_path
+    if not (trainer.cfg.resume and path.exists()):
+        return
+    found = torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
+    if found != trainer.config_hash:
+        raise ResumeError(f"{trainer.run_dir} holds a finetune run of another configuration (hash {found}, this "
+                          f"run {trainer.config_hash}): finetune.train.resume=false starts it afresh, or "
+                          "finetune.name=NEW keeps it")
 
 
 def _stage_config(cfg: Mapping[str, Any], settings: FinetuneSettings) -> dict:
@@ -246,7 +252,6 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     identity = {"student_run": {"path": str(student_run), "config_hash": smanifest.get("config_hash"),
                                 "teacher": smanifest.get("teacher")},
                 "split": {"path": str(data.split_path), "id": data.split.id}}
-    write_manifest(run_dir, STAGE, stage_cfg, **identity, complete=False)
 
     sets = split_datasets(data, ("train", "val", "test"), augment_train=settings.augment)
     xtr, ytr = sets["train"].tensors()
@@ -256,6 +261,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     log.info("finetune %s on %s: %d classes, train/val/test %d/%d/%d images", student_run, data.split_path,
              len(classes), len(ytr), len(yva), len(yte))
 
+    t0 = time.perf_counter()
     seed_everything(seed)
     model = SpecializedModel(student, len(classes), settings.features, settings.feature_norm).to(device)
     bs = settings.eval_batch_size
@@ -273,8 +279,10 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     train_cfg = TrainConfig.from_config(settings.train, seed=seed, device=str(device), monitor=settings.monitor,
                                         mode=settings.mode)
     trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
-    t0 = time.perf_counter()
-    result = Trainer(train_cfg, run_dir, config=trainer_cfg).fit(task, train_data)
+    trainer = Trainer(train_cfg, run_dir, config=trainer_cfg)
+    _check_resumable(trainer)
+    write_manifest(run_dir, STAGE, stage_cfg, **identity, complete=False)
+    result = trainer.fit(task, train_data)
     train_seconds = time.perf_counter() - t0
 
     # the weights of the best val epoch; test is scored once, here

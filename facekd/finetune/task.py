@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from facekd.engine import Task, autocast
 from facekd.finetune.model import SpecializedModel
@@ -39,10 +40,14 @@ def classification_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -
 
 
 @torch.no_grad()
-def predict_scores(fn: Any, x: torch.Tensor, device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """``fn`` over ``x`` in batches on ``device`` (bf16 autocast on CUDA); float32 scores on the CPU."""
+def predict_scores(fn: Any, x: torch.Tensor, device: torch.device, batch_size: int = 64,
+                   desc: str | None = None) -> torch.Tensor:
+    """``fn`` over ``x`` in batches on ``device`` (bf16 autocast on CUDA); float32 outputs on the CPU.
+
+    ``desc`` shows a progress bar when there is more than one batch."""
     out = []
-    for i in range(0, len(x), batch_size):
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, leave=False,
+                  disable=desc is None or len(x) <= batch_size):
         with autocast(device):
             out.append(fn(x[i:i + batch_size].to(device, non_blocking=True)).float().cpu())
     return torch.cat(out)
