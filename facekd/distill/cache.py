@@ -1,0 +1,147 @@
+"""Teacher-feature cache: teacher features (and the exact view pixels) computed once, memory-mapped.
+
+A cache folder holds ``images.npy`` (N x S x S x 3 uint8 views, as the student will see them),
+``features.npy`` (N x D float16 teacher features of the same views) and ``manifest.json`` recording
+everything the features depend on: the source images, the views, the teacher, its weights and its
+preprocessing.  A later epoch never runs the teacher.  Building is resumable chunk by chunk, and a cache
+whose manifest disagrees with what the caller expects is refused with the fields that differ.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from facekd.data.augment import frame_square
+from facekd.distill.views import ViewSource, make_views
+from facekd.engine import autocast
+from facekd.runs import RunError, config_hash, read_json, versions, write_json
+
+__all__ = ["FeatureCache", "build_feature_cache", "cache_key", "cache_folder"]
+
+
+def cache_key(source: ViewSource, teacher_key: dict, store_size: int, precision: str = "fp32") -> dict:
+    """Everything a cache's content depends on: the views, the teacher (signature), the stored size and
+    the teacher's precision (fp32, or bf16 under CUDA autocast)."""
+    key = {"views": source.key(), "teacher": teacher_key, "store_size": store_size, "precision": precision}
+    return json.loads(json.dumps(key, sort_keys=True, default=str))  # as it reads back from the manifest
+
+
+def cache_folder(root: str | os.PathLike, key: dict) -> Path:
+    """Where the cache of ``key`` lives under ``root``."""
+    return Path(root) / f"{key['views']['source']}-{config_hash(key)}"
+
+
+class FeatureCache:
+    """A finished cache, opened read-only with memory maps (never loaded whole)."""
+
+    def __init__(self, folder: str | os.PathLike, expected_key: dict | None = None) -> None:
+        self.folder = Path(folder)
+        path = self.folder / "manifest.json"
+        if not path.exists():
+            raise RunError(f"{self.folder} is not a feature cache (no manifest.json)")
+        self.manifest = read_json(path)
+        if not self.manifest.get("complete"):
+            raise RunError(f"feature cache {self.folder} is incomplete; rerun distillation to finish it")
+        if expected_key is not None and self.manifest.get("key") != expected_key:
+            diff = _diff(self.manifest.get("key", {}), expected_key)
+            raise RunError(f"feature cache {self.folder} is stale or from another setup; differing fields: {diff}")
+        self.images = np.load(self.folder / "images.npy", mmap_mode="r")
+        self.features = np.load(self.folder / "features.npy", mmap_mode="r")
+        if len(self.images) != len(self.features):
+            raise RunError(f"feature cache {self.folder} is corrupt: {len(self.images)} images vs {len(self.features)} features")
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std of the cached features (computed while building)."""
+        s = np.load(self.folder / "stats.npz")
+        return s["mean"], s["std"]
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: cached {a!r} != expected {b!r}"]
+
+
+@torch.no_grad()
+def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_key: dict, root: str | os.PathLike,
+                        store_size: int, device: torch.device, batch_size: int = 64,
+                        chunk: int = 512, amp: bool = True) -> FeatureCache:
+    """Compute (or finish, or reuse) the cache of ``source`` under ``root``; returns it opened.
+
+    ``teacher`` must provide ``features(uint8 B x 3 x H x W) -> B x D`` and ``feature_dim``; it runs on
+    ``device`` (bf16 autocast on CUDA when ``amp``).  A finished cache is reused without running it;
+    an interrupted one is finished from its last chunk.
+    """
+    device = torch.device(device)
+    use_amp = amp and device.type == "cuda"
+    key = cache_key(source, teacher_key, store_size, "bf16" if use_amp else "fp32")
+    folder = cache_folder(root, key)
+    manifest_path = folder / "manifest.json"
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        if manifest.get("key") != key:
+            raise RunError(f"feature cache {folder} does not match its key: {_diff(manifest.get('key', {}), key)}")
+        if manifest.get("complete"):
+            return FeatureCache(folder, key)
+    n, dim = len(source), int(teacher.feature_dim)
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = "r+" if manifest_path.exists() else "w+"
+    images = np.lib.format.open_memmap(folder / "images.npy", mode=mode, dtype=np.uint8,
+                                       shape=(n, store_size, store_size, 3))
+    feats = np.lib.format.open_memmap(folder / "features.npy", mode=mode, dtype=np.float16, shape=(n, dim))
+    manifest = read_json(manifest_path) if manifest_path.exists() else {
+        "key": key, "count": n, "dim": dim, "done": 0, "complete": False, "versions": versions()}
+    start, t0 = int(manifest["done"]), time.time()
+    bar = tqdm(total=n, initial=start, desc=f"teacher features: {source.name}", unit="img")
+    for lo in range(start, n, chunk):
+        hi = min(n, lo + chunk)
+        for b in range(lo, hi, batch_size):
+            idx = np.arange(b, min(hi, b + batch_size))
+            teacher_views = make_views(source, idx)
+            x = torch.from_numpy(teacher_views).permute(0, 3, 1, 2).to(device)
+            with autocast(device, use_amp):
+                f = teacher.features(x)
+            f16 = f.float().cpu().numpy().astype(np.float16)
+            if not np.isfinite(f16).all():
+                raise RunError(f"teacher features of {source.name} views {b}..{b + len(idx)} are not finite in float16 "
+                               "(NaN/inf, or beyond +-65504): check the teacher and its input")
+            feats[b : b + len(idx)] = f16
+            if teacher_views.shape[1] != store_size:
+                teacher_views = np.stack([frame_square(v, store_size, "squash") for v in teacher_views])
+            images[b : b + len(idx)] = teacher_views
+            bar.update(len(idx))
+            bar.set_postfix(img_s=f"{(bar.n - start) / max(time.time() - t0, 1e-9):.1f}")
+        images.flush()
+        feats.flush()
+        manifest["done"] = hi
+        write_json(manifest_path, manifest)  # progress survives an interruption
+    bar.close()
+    mean, sq = np.zeros(dim), np.zeros(dim)
+    for lo in range(0, n, 8192):
+        f = np.asarray(feats[lo : lo + 8192], dtype=np.float64)
+        mean += f.sum(0)
+        sq += (f ** 2).sum(0)
+    mean /= n
+    std = np.sqrt(np.maximum(sq / n - mean ** 2, 0)) + 1e-6
+    np.savez(folder / "stats.npz", mean=mean.astype(np.float32), std=std.astype(np.float32))
+    manifest.update(complete=True, seconds=round(time.time() - t0, 2))
+    write_json(manifest_path, manifest)
+    del images, feats
+    return FeatureCache(folder, key)

@@ -1,0 +1,173 @@
+"""The images distillation learns from and is measured on, built from the ``distill.sources`` config.
+
+Training sources (each with a sampling ``weight``, ``views`` per image and an ``augment`` preset or list):
+
+* ``synthetic``: the faces of a generate run, minus its last ``holdout`` faces, which are held out for
+  the per-epoch metrics and for choosing the best epoch;
+* ``labeled_train``: the labeled set's **training** images with their labels withheld;
+* ``folder``: any folder of unlabeled face photos (searched recursively).
+
+Evaluation sources: the synthetic holdout, and the labeled set's ``val`` and ``test`` images (one clean
+view each).  Val and test images never train: :func:`check_no_leak` asserts it on file paths and is
+called on every source set the stage builds.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from facekd.data.augment import build_augmentation, frame_square
+from facekd.data.datasets import load_images
+from facekd.data.faces import IMAGE_SUFFIXES, FaceDataError, read_image
+from facekd.data.labeled import LabeledData
+from facekd.data.synthetic import SyntheticFaces
+from facekd.distill.views import ViewSource
+from facekd.runs import config_hash
+
+__all__ = ["LeakageError", "resolve_augment", "synthetic_sources", "labeled_train_items", "labeled_train_source", "folder_source",
+           "real_eval_sources", "check_no_leak", "evenly_spaced"]
+
+
+class LeakageError(AssertionError):
+    """A validation or test image was about to be used for training."""
+
+
+def resolve_augment(spec: Any, presets: Mapping[str, Any]) -> tuple[Any, list]:
+    """``spec`` is a preset name (``none``, ``target_like``, ...) or a list of albumentations steps.
+
+    Returns ``(A.Compose or None, the plain list of steps)``; the list goes into cache keys.
+    """
+    if spec is None:
+        return None, []
+    if isinstance(spec, str):
+        if spec not in presets:
+            raise ValueError(f"unknown augmentation preset '{spec}'; presets: {', '.join(sorted(presets))} "
+                             "(or give a list of albumentations steps)")
+        spec = presets[spec]
+    steps = list(spec or [])
+    return build_augmentation(steps), steps
+
+
+def _source_args(cfg: Mapping[str, Any], presets: Mapping[str, Any]) -> dict:
+    augment, steps = resolve_augment(cfg.get("augment"), presets)
+    return {"views": int(cfg.get("views", 1)), "augment": augment, "augment_spec": steps,
+            "weight": float(cfg.get("weight", 1.0))}
+
+
+def synthetic_sources(faces: SyntheticFaces, cfg: Mapping[str, Any], presets: Mapping[str, Any],
+                      seed: int) -> tuple[ViewSource, ViewSource]:
+    """``(train, holdout)`` sources over a generate run: the first ``num_images`` faces (null = all but the
+    holdout) train, the last ``holdout`` faces are held out (one view each, same augmentation)."""
+    n, holdout = len(faces), int(cfg.get("holdout", 0))
+    if holdout < 1:
+        raise ValueError("distill.sources.synthetic.holdout must be >= 1: the best epoch is chosen on held-out faces")
+    avail = n - holdout
+    num = avail if cfg.get("num_images") is None else int(cfg["num_images"])
+    if avail < 1 or not 1 <= num <= avail:
+        raise ValueError(f"the generate run {faces.run_dir} has {n} faces: {holdout} held out leave {avail} for "
+                         f"training, but distill.sources.synthetic.num_images={cfg.get('num_images')}; generate "
+                         "more faces or lower num_images / holdout")
+    args = _source_args(cfg, presets)
+
+    def reader(offset: int):
+        return lambda idx: faces.batch(np.asarray(idx, dtype=np.int64) + offset)
+
+    base = {"run": str(faces.config_hash), "size": faces.image_size}
+    train = ViewSource(name="synthetic", size=num, read=reader(0), seed=seed,
+                       fingerprint=config_hash({**base, "range": [0, num]}), **args)
+    hold = ViewSource(name="synthetic-holdout", size=holdout, read=reader(avail), seed=seed + 1,
+                      fingerprint=config_hash({**base, "range": [avail, n]}),
+                      **{**args, "views": 1, "weight": 0.0})
+    return train, hold
+
+
+def _files_fingerprint(root: str | os.PathLike, files: Sequence[str], size: int, framing: str) -> str:
+    return config_hash({"root": str(Path(root).resolve()), "files": list(files), "size": size, "framing": framing})
+
+
+def _photo_source(name: str, root: str | os.PathLike, files: Sequence[str], size: int, framing: str,
+                  cfg: Mapping[str, Any], presets: Mapping[str, Any], seed: int, in_memory: bool) -> ViewSource:
+    if in_memory:
+        images = load_images(root, files, size, framing)
+
+        def read(idx: np.ndarray) -> np.ndarray:
+            return images[np.asarray(idx, dtype=np.int64)]
+    else:
+        def read(idx: np.ndarray) -> np.ndarray:
+            return np.stack([frame_square(read_image(Path(root) / files[int(i)]), size, framing) for i in idx])
+    absolute = [str((Path(root) / f).resolve()) for f in files]
+    return ViewSource(name=name, size=len(files), read=read, seed=seed, files=absolute,
+                      fingerprint=_files_fingerprint(root, files, size, framing), **_source_args(cfg, presets))
+
+
+def labeled_train_items(data: LabeledData, max_images: int | None = None) -> list[tuple[str, int]]:
+    """The split's training items used for distillation (all, or ``max_images`` spread evenly)."""
+    return evenly_spaced(data.split.train, max_images)
+
+
+def labeled_train_source(data: LabeledData, cfg: Mapping[str, Any], presets: Mapping[str, Any],
+                         seed: int) -> ViewSource:
+    """The labeled set's training images, labels withheld (the split's ``train`` part, nothing else).
+
+    ``cfg.max_images`` (optional) keeps that many, spread evenly (for quick runs).
+    """
+    files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
+    source = _photo_source("labeled-train", data.faces.root, files, int(data.cfg.get("image_size", 112)),
+                           data.cfg.get("framing", "pad"), cfg, presets, seed + 2, in_memory=True)
+    check_no_leak([source], data)
+    return source
+
+
+def folder_source(cfg: Mapping[str, Any], presets: Mapping[str, Any], seed: int) -> ViewSource:
+    """Every image under ``cfg.root`` (recursively), framed square at ``cfg.image_size``; read lazily."""
+    root = Path(str(cfg["root"])).expanduser()
+    if not root.is_dir():
+        raise FaceDataError(f"distill.sources.folder.root={cfg['root']}: no such folder of unlabeled face photos")
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FaceDataError(f"distill.sources.folder.root={root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return _photo_source("folder", root, files, int(cfg.get("image_size", 112)), cfg.get("framing", "pad"), cfg,
+                         presets, seed + 3, in_memory=False)
+
+
+def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` items spread evenly over ``items`` (all of them when ``limit`` is None)."""
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    if limit < 1:
+        raise ValueError(f"an image limit must be >= 1, got {limit}")
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, limit).round().astype(int))]
+
+
+def real_eval_sources(data: LabeledData, max_images: int | None = None) -> dict[str, ViewSource]:
+    """The labeled ``val`` and ``test`` images, one clean view each, for metrics only (never trained on)."""
+    out = {}
+    for part in ("val", "test"):
+        files = evenly_spaced([p for p, _ in data.split.part(part)], max_images)
+        if not files:
+            continue
+        out[part] = _photo_source(f"real-{part}", data.faces.root, files, int(data.cfg.get("image_size", 112)),
+                                  data.cfg.get("framing", "pad"), {"views": 1, "weight": 0.0}, {}, 0, in_memory=True)
+    return out
+
+
+def check_no_leak(train_sources: Sequence[ViewSource], data: LabeledData | None) -> None:
+    """Raise :class:`LeakageError` when a training source holds a val or test image of ``data``'s split.
+
+    Photo sources name their files (absolute paths); a file counts as the same when its resolved path is
+    equal.
+    """
+    if data is None:
+        return
+    root = Path(data.faces.root)
+    held = {str((root / p).resolve()) for part in ("val", "test") for p, _ in data.split.part(part)}
+    for src in train_sources:
+        for f in src.files or ():
+            if str(Path(f).resolve()) in held:
+                raise LeakageError(f"training source '{src.name}' holds {f}, a val/test image of the split "
+                                   f"{data.split.id}; val and test images must never be used for distillation")

@@ -1,0 +1,376 @@
+"""The distill stage: ``distill(cfg)`` trains a student to reproduce the teacher's features.
+
+Reads a generate run (and the labeled set's split), builds or reuses the teacher-feature caches, trains
+with :class:`facekd.engine.Trainer` and writes the run folder described in
+:mod:`facekd.distill.student_run`.  Per epoch it measures MSE, MAE and R² between the student's output
+(mapped back to the teacher's feature space by ``loss.to_teacher``) and the teacher's features on the
+synthetic holdout and on the real val / test images; the best epoch is the one of lowest holdout loss.
+
+Under ``torchrun`` rank 0 prepares every input (caches, split, connector) while the others wait at a
+barrier, then all ranks open the finished caches.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from facekd.data.labeled import LabeledData, prepare_labeled
+from facekd.data.synthetic import SyntheticFaces
+from facekd.distill.batches import CachedBatches, OnlineBatches
+from facekd.distill.cache import FeatureCache, build_feature_cache
+from facekd.distill.connector import Connector, train_connector
+from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
+from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_items, labeled_train_source,
+                                    real_eval_sources, synthetic_sources)
+from facekd.distill.student_run import STAGE, STUDENT_FILE
+from facekd.distill.views import ViewSource
+from facekd.engine import (ResumeError, Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
+                           save_safetensors, seed_everything)
+from facekd.metrics import RegressionMeter
+from facekd.models import Student, Teacher, build_student, build_teacher
+from facekd.runs import read_json, write_json, write_manifest
+
+__all__ = ["DistillTask", "distill", "DistillInputs", "mixture_stats", "check_dims"]
+
+log = logging.getLogger(__name__)
+
+CONNECTOR_FILE = "connector.safetensors"
+# keys that do not change a run's result, so a resume may change them
+_OPERATIONAL = ("cache_dir", "cache_batch_size", "eval_batch_size")
+
+
+def _plain(cfg: Any) -> Any:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def check_dims(teacher: Teacher, student_cfg: Mapping[str, Any]) -> dict:
+    """The student section to build (without ``out_dim``), refusing dimensions no projection resolves.
+
+    The student always ends in a projection to the teacher's dimension D, so a mismatch arises only when
+    the teacher's feature is not a vector, or when the student config forces another ``out_dim``.
+    """
+    section = dict(student_cfg)
+    if len(teacher.feature_shape) != 1:
+        raise ValueError(f"teacher '{teacher.name}' feature '{teacher.feature}' has shape {list(teacher.feature_shape)}: "
+                         "distillation matches a vector per image; choose a vector feature "
+                         f"(teacher.feature=..., e.g. a pooled or embedding layer)")
+    forced = section.pop("out_dim", None)
+    if forced is not None and int(forced) != teacher.feature_dim:
+        raise ValueError(f"student.out_dim={forced} but teacher '{teacher.name}' feature '{teacher.feature}' is "
+                         f"{teacher.feature_dim}-d, and no projection maps one onto the other for a feature loss: "
+                         f"drop student.out_dim (the student then projects to {teacher.feature_dim}) or choose a "
+                         f"teacher feature of dimension {forced}")
+    return section
+
+
+def _loss_options(loss_cfg: Mapping[str, Any]) -> tuple[dict, bool, dict]:
+    """``(options for build_loss, paper_connector flag, connector options)``; an unknown name fails here."""
+    opts = dict(loss_cfg)
+    paper = bool(opts.pop("paper_connector", False))
+    connector = dict(opts.pop("connector", None) or {})
+    if "name" not in opts:
+        raise ValueError(f"the loss config needs a name (loss=NAME, one of {', '.join(LOSSES.names())})")
+    LOSSES.get(opts["name"])  # KeyError listing the known losses
+    if paper and opts["name"] != "bce":
+        raise ValueError(f"loss.paper_connector=true is the paper's sigmoid-BCE variant; use loss=bce, not loss={opts['name']}")
+    return opts, paper, connector
+
+
+def mixture_stats(stats: list[tuple[np.ndarray, np.ndarray]], weights: list[float]) -> FeatureStats:
+    """Mean and std of a mixture of sources sampled with ``weights`` (each source's mean and std given)."""
+    p = np.asarray(weights, dtype=np.float64)
+    p = p / p.sum()
+    mean = sum(pi * m.astype(np.float64) for pi, (m, _) in zip(p, stats))
+    second = sum(pi * (s.astype(np.float64) ** 2 + m.astype(np.float64) ** 2) for pi, (m, s) in zip(p, stats))
+    std = np.sqrt(np.maximum(second - mean**2, 0.0))
+    return FeatureStats(torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+
+
+# ------------------------------------------------------------------------------------------------ task
+
+
+class DistillTask(Task):
+    """Student + loss (+ the frozen paper connector); the teacher is held outside the module in online mode."""
+
+    def __init__(self, student: Student, loss: FeatureLoss, evals: Mapping[str, FeatureCache],
+                 connector: Connector | None = None, teacher: Teacher | None = None,
+                 eval_batch_size: int = 128) -> None:
+        super().__init__()
+        self.student, self.loss, self.connector = student, loss, connector
+        self.__dict__["teacher"] = teacher  # not a submodule: never trained, saved or wrapped by DDP
+        self.evals, self.eval_batch_size = dict(evals), int(eval_batch_size)
+
+    def param_groups(self):
+        return [p for p in self.student.parameters() if p.requires_grad]
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.student.preprocess(images)
+        return x.contiguous(memory_format=torch.channels_last) if images.is_cuda else x
+
+    def target_space(self, teacher_feat: torch.Tensor) -> torch.Tensor:
+        """What the metrics compare with: teacher features, or the connector's outputs in paper mode."""
+        return self.connector(teacher_feat) if self.connector is not None else teacher_feat.float()
+
+    def training_step(self, batch: Any) -> torch.Tensor:
+        if isinstance(batch, torch.Tensor):  # online: views only, the teacher runs now
+            images = batch
+            teacher = self.teacher
+            if teacher.device != images.device:
+                teacher.to(images.device)
+            with torch.no_grad():
+                feats = teacher.features(images)
+        else:
+            images, feats = batch
+        with torch.no_grad():
+            feats = self.target_space(feats)
+        return self.loss(self.student(self._input(images)), feats)
+
+    def evaluate(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, cache in self.evals.items():
+            meter, loss_sum, n = RegressionMeter(), 0.0, 0
+            for lo in range(0, len(cache), self.eval_batch_size):
+                images = torch.from_numpy(np.array(cache.images[lo : lo + self.eval_batch_size]))
+                images = images.permute(0, 3, 1, 2).to(self.device)
+                target = self.target_space(torch.from_numpy(
+                    np.asarray(cache.features[lo : lo + self.eval_batch_size], dtype=np.float32)).to(self.device))
+                pred = self.student(self._input(images)).float()
+                loss_sum += float(self.loss(pred, target)) * len(images)
+                n += len(images)
+                meter.update(self.loss.to_teacher(pred), target)
+            m = meter.compute()
+            out.update({f"{name}_loss": loss_sum / n, f"{name}_mse": m["mse"], f"{name}_mae": m["mae"],
+                        f"{name}_r2": m["r2"]})
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class DistillInputs:
+    """Everything the training needs, prepared once (rank 0 first under DDP)."""
+
+    train_sources: list[ViewSource]
+    weights: list[float]
+    train_caches: list[FeatureCache]  # cached mode: one per source; online mode: empty
+    stats: FeatureStats
+    evals: dict[str, FeatureCache]
+    labeled: LabeledData | None
+    connector: Connector | None = None
+    connector_info: dict = field(default_factory=dict)
+    stats_caches: list[FeatureCache] = field(default_factory=list)
+
+
+def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device, paper: bool,
+             connector_cfg: dict, run_dir: Path, reuse_connector: bool) -> DistillInputs:
+    d, seed = cfg["distill"], int(cfg.get("seed", 0))
+    presets = d.get("augment_presets") or {}
+    root, bs = Path(d["cache_dir"]), int(d.get("cache_batch_size", 64))
+    src_cfg = d["sources"]
+
+    def cache(source: ViewSource) -> FeatureCache:
+        return build_feature_cache(source, teacher, teacher.signature, root, store_size, device, batch_size=bs)
+
+    faces = SyntheticFaces(d["generate_run"])
+    synth, holdout = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)
+    sources: list[ViewSource] = [synth]
+    labeled = None
+    lt_cfg = src_cfg.get("labeled_train") or {}
+    want_labeled_train = float(lt_cfg.get("weight", 0)) > 0 or paper
+    if d.get("eval_real", True) or want_labeled_train:
+        labeled = prepare_labeled(cfg["data"], cfg["paths"]["root"])
+    lt_source = labeled_train_source(labeled, lt_cfg, presets, seed) if want_labeled_train else None
+    if lt_source is not None and lt_source.weight > 0:
+        sources.append(lt_source)
+    fcfg = src_cfg.get("folder") or {}
+    if fcfg.get("root") and float(fcfg.get("weight", 0)) > 0:
+        sources.append(folder_source(fcfg, presets, seed))
+    sources = [s for s in sources if s.weight > 0]
+    if not sources:
+        raise ValueError("every distillation source has weight 0: give distill.sources.<name>.weight > 0")
+    check_no_leak(sources, labeled)
+    weights = [s.weight for s in sources]
+
+    evals = {"holdout": cache(holdout)}
+    if labeled is not None and d.get("eval_real", True):
+        for part, src in real_eval_sources(labeled, d.get("eval_max_images")).items():
+            evals[f"real_{part}"] = cache(src)
+
+    if d["teacher_mode"] == "cached":
+        train_caches = [cache(s) for s in sources]
+        stats_caches = train_caches
+    else:  # online: statistics from one seeded augmented view of every image (the cached views when views=1)
+        train_caches = []
+        stats_caches = [cache(ViewSource(**{**s.__dict__, "views": 1})) for s in sources]
+    stats = mixture_stats([c.stats() for c in stats_caches], weights)
+
+    connector, info = None, {}
+    if paper:
+        lt_cache = cache(lt_source)
+        labels = np.asarray([y for _, y in labeled_train_items(labeled, lt_cfg.get("max_images"))], dtype=np.int64)
+        view_labels = labels[np.arange(len(lt_cache)) // lt_source.views]
+        path = run_dir / CONNECTOR_FILE
+        if reuse_connector and path.exists():
+            from safetensors.torch import load_file
+
+            connector = Connector(stats)
+            connector.load_state_dict(load_file(str(path)))
+            connector.requires_grad_(False).eval()
+            info = read_json(run_dir / "connector.json")
+        else:
+            connector, info = train_connector(lt_cache.features, view_labels, stats, connector_cfg, seed)
+            save_safetensors(connector.state_dict(), path)
+            write_json(run_dir / "connector.json", info)
+    return DistillInputs(sources, weights, train_caches, stats, evals, labeled, connector, info, stats_caches)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def _plot_curves(history: list[dict], run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    for fname, keys, ylabel in (("loss.png", ("train_loss", "holdout_loss", "real_val_loss", "real_test_loss"), "loss"),
+                                ("r2.png", ("holdout_r2", "real_val_r2", "real_test_r2"), "R² vs teacher features")):
+        fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+        for k in keys:
+            if any(k in r for r in history):
+                ax.plot(epochs, [r.get(k, np.nan) for r in history], marker="o", label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / fname)
+        plt.close(fig)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _summary(name: str, best: dict, best_epoch: int, epochs: int, uses_labels: bool, run_dir: Path) -> str:
+    r2 = ", ".join(f"{k.removesuffix('_r2').replace('_', ' ')} {_fmt(best[k])}" for k in
+                   ("holdout_r2", "real_val_r2", "real_test_r2") if k in best)
+    labels = ("USED: the paper connector was fine-tuned on the labeled train split" if uses_labels
+              else "not used")
+    return (f"distill {name}: best epoch {best_epoch}/{epochs} (holdout loss {_fmt(best['holdout_loss'])}) | "
+            f"R² {r2} | labels {labels} | {run_dir}")
+
+
+# ------------------------------------------------------------------------------------------------ stage
+
+
+def _check_resumable(trainer: Trainer) -> None:
+    """Refuse a resume from another configuration's checkpoint before anything in the folder changes."""
+    path = trainer.checkpoint_path
+    if not (trainer.cfg.resume and path.exists()):
+        return
+    found = torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
+    if found != trainer.config_hash:
+        raise ResumeError(f"{path} comes from another configuration (hash {found}, this run {trainer.config_hash}); "
+                          "resume with the same settings, or start a fresh run (resume=false, or another "
+                          "distill.name)")
+
+
+def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
+    """Run the distill stage described by ``cfg`` (configs/distill.yaml); returns the run folder."""
+    cfg = dict(_plain(cfg))
+    cfg.pop("hydra", None)
+    d = cfg["distill"]
+    loss_opts, paper, connector_cfg = _loss_options(cfg["loss"])
+    if d.get("teacher_mode") not in ("cached", "online"):
+        raise ValueError(f"distill.teacher_mode must be 'cached' or 'online', got {d.get('teacher_mode')!r}")
+    train_cfg = TrainConfig.from_config(d["train"], seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
+                                        resume=bool(cfg.get("resume", False)))
+    info, device = init_distributed(train_cfg.device)
+    SyntheticFaces(d["generate_run"])  # refuse a missing or incomplete generate run before anything else
+
+    teacher = build_teacher(cfg["teacher"]).to(device)
+    student_section = check_dims(teacher, cfg["student"])
+    seed_everything(train_cfg.seed + info.rank)  # the student's initial weights depend on the seed only
+    student = build_student(student_section, teacher.feature_dim)
+    teacher_sig = teacher.signature
+    run_dir = Path(cfg["paths"]["root"]) / "distill" / str(d["name"])
+    hashed = {k: v for k, v in cfg.items() if k not in ("resume", "paths")}
+    hashed["distill"] = {k: v for k, v in d.items() if k not in (*_OPERATIONAL, "train")}
+    trainer = Trainer(train_cfg, run_dir, config=hashed)
+    _check_resumable(trainer)
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not train_cfg.resume:
+            for f in (STUDENT_FILE, CONNECTOR_FILE, "connector.json", "summary.txt"):
+                (run_dir / f).unlink(missing_ok=True)
+        write_manifest(run_dir, STAGE, cfg, complete=False)
+    # rank 0 builds every cache (and the split, and the connector); the others then open them
+    prep = (cfg, teacher, student.input_size, device, paper, connector_cfg, run_dir)
+    inputs = _prepare(*prep, reuse_connector=train_cfg.resume) if info.is_main else None
+    barrier()
+    if not info.is_main:
+        inputs = _prepare(*prep, reuse_connector=True)
+
+    if paper:
+        loss_opts = {**loss_opts, "targets": "probabilities"}
+    loss = build_loss(loss_opts, inputs.stats)
+    online = d["teacher_mode"] == "online"
+    task = DistillTask(student, loss, inputs.evals if info.is_main else {}, inputs.connector,
+                       teacher if online else None, d.get("eval_batch_size", 128))
+    if not online:
+        del teacher  # cached mode: the teacher never runs again
+    common = dict(seed=train_cfg.seed, rank=info.rank, world_size=info.world_size,
+                  num_workers=train_cfg.num_workers, pin_memory=device.type == "cuda")
+    if online:
+        data = OnlineBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
+                             d.get("samples_per_epoch"), **common)
+    else:
+        data = CachedBatches(inputs.train_caches, inputs.weights, train_cfg.batch_size, d.get("samples_per_epoch"),
+                             **common)
+
+    result = trainer.fit(task, data)
+
+    if info.is_main:
+        load_best(task, run_dir)
+        save_safetensors(student.state_dict(), run_dir / STUDENT_FILE,
+                         {"best_epoch": result.best_epoch, "monitor": train_cfg.monitor})
+        _plot_curves(result.history, run_dir)
+        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+        labeled = inputs.labeled
+        uses_train = any(s.name == "labeled-train" for s in inputs.train_sources)
+        faces = SyntheticFaces(d["generate_run"])
+        line = _summary(d["name"], best, result.best_epoch, train_cfg.epochs, paper, run_dir)
+        write_manifest(
+            run_dir, STAGE, cfg, student=student_section, teacher=teacher_sig, out_dim=student.out_dim,
+            input_size=student.input_size, generate_run=str(Path(d["generate_run"]).resolve()),
+            generate_config_hash=faces.config_hash,
+            split_path=str(labeled.split_path.resolve()) if labeled is not None else None,
+            split_id=labeled.split.id if labeled is not None else None,
+            uses_train_images=uses_train, uses_labels=paper,
+            metric_space="connector" if paper else "teacher", teacher_mode=d["teacher_mode"],
+            sources=[{"name": s.name, "images": s.size, "views": s.views, "weight": s.weight,
+                      "cache": str(c.folder) if c is not None else None}
+                     for s, c in zip(inputs.train_sources, inputs.train_caches or [None] * len(inputs.train_sources))],
+            eval_caches={k: str(c.folder) for k, c in inputs.evals.items()},
+            samples_per_epoch=data.total, best_epoch=result.best_epoch, best=best, connector=inputs.connector_info,
+            summary=line, complete=True)
+        (run_dir / "summary.txt").write_text(line + "\n")
+        log.info(line)
+        print(line, flush=True)
+    barrier()
+    return run_dir

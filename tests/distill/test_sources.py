@@ -1,0 +1,58 @@
+"""Sources from config: the labeled set's TRAIN images only (val/test never train), holdout, presets."""
+import dataclasses
+
+import numpy as np
+import pytest
+import yaml
+
+from facekd.data.labeled import prepare_labeled
+from facekd.data.synthetic import SyntheticFaces
+from facekd.distill.sources import (LeakageError, check_no_leak, evenly_spaced, folder_source, labeled_train_source,
+                                    real_eval_sources, resolve_augment, synthetic_sources)
+from tests.distill.conftest import CONFIGS
+
+PRESETS = {"none": [], "flip": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]}
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+    cfg = yaml.safe_load((CONFIGS / "data" / "orl.yaml").read_text())
+    return prepare_labeled(cfg, tmp_path_factory.mktemp("labeled"))
+
+
+def test_labeled_source_is_train_only_and_eval_is_val_test(labeled):
+    src = labeled_train_source(labeled, {"views": 2, "augment": "flip", "weight": 0.5}, PRESETS, seed=0)
+    root = labeled.faces.root.resolve()
+    assert src.files == [str(root / p) for p, _ in labeled.split.train] and src.size == 80 and len(src) == 160
+    assert src.read(np.array([0, 1])).shape == (2, 112, 112, 3)
+    evals = real_eval_sources(labeled, max_images=5)
+    assert {k: v.size for k, v in evals.items()} == {"val": 5, "test": 5}
+    held = {str(root / p) for part in ("val", "test") for p, _ in labeled.split.part(part)}
+    assert set(evals["val"].files + evals["test"].files) <= held and not held & set(src.files)
+    check_no_leak([src], labeled)
+
+
+def test_leakage_guard_refuses_val_and_test_images(labeled, tmp_path):
+    tampered = dataclasses.replace(labeled, split=dataclasses.replace(
+        labeled.split, train=labeled.split.train + labeled.split.val[:1]))
+    with pytest.raises(LeakageError, match="val/test image"):
+        labeled_train_source(tampered, {"views": 1}, PRESETS, seed=0)
+    # a folder of "unlabeled" photos that is really the labeled set itself is refused too
+    src = folder_source({"root": str(labeled.faces.root), "views": 1}, PRESETS, seed=0)
+    with pytest.raises(LeakageError, match="folder"):
+        check_no_leak([src], labeled)
+
+
+def test_synthetic_holdout_and_bad_sizes(gen_run):
+    faces = SyntheticFaces(gen_run)
+    train, hold = synthetic_sources(faces, {"holdout": 8, "views": 2, "augment": "flip"}, PRESETS, seed=0)
+    assert (train.size, hold.size, hold.views, hold.weight) == (56, 8, 1, 0.0)
+    assert np.array_equal(hold.read(np.array([0])), faces.batch([56]))
+    assert train.fingerprint != hold.fingerprint
+    with pytest.raises(ValueError, match="has 64 faces"):
+        synthetic_sources(faces, {"holdout": 8, "num_images": 60}, PRESETS, seed=0)
+    with pytest.raises(ValueError, match="holdout must be >= 1"):
+        synthetic_sources(faces, {"holdout": 0}, PRESETS, seed=0)
+    with pytest.raises(ValueError, match="unknown augmentation preset 'nope'"):
+        resolve_augment("nope", PRESETS)
+    assert evenly_spaced(list(range(10)), 3) == [0, 4, 9] and evenly_spaced([1, 2], None) == [1, 2]
