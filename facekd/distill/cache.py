@@ -4,7 +4,9 @@ A cache folder holds ``images.npy`` (N x S x S x 3 uint8 views, as the student w
 ``features.npy`` (N x D float16 teacher features of the same views) and ``manifest.json`` recording
 everything the features depend on: the source images, the views, the teacher, its weights and its
 preprocessing.  A later epoch never runs the teacher.  Building is resumable chunk by chunk, and a cache
-whose manifest disagrees with what the caller expects is refused with the fields that differ.
+whose manifest disagrees with what the caller expects is refused with the fields that differ.  A cache of
+the same views and teacher at another stored size (another student input size) takes its features from
+the finished one instead of running the teacher again.
 """
 from __future__ import annotations
 
@@ -79,6 +81,24 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: cached {a!r} != expected {b!r}"]
 
 
+def _same_features(root: Path, key: dict) -> FeatureCache | None:
+    """A finished cache under ``root`` whose key differs from ``key`` only in the stored image size.
+
+    Teacher features do not depend on the size the student's views are stored at, so they are copied
+    from it instead of running the teacher again.
+    """
+    want = {k: v for k, v in key.items() if k != "store_size"}
+    for path in sorted(root.glob(f"{key['views']['source']}-*/manifest.json")):
+        try:
+            manifest = read_json(path)
+        except (OSError, ValueError):
+            continue
+        other = manifest.get("key", {})
+        if manifest.get("complete") and {k: v for k, v in other.items() if k != "store_size"} == want:
+            return FeatureCache(path.parent, other)
+    return None
+
+
 @torch.no_grad()
 def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_key: dict, root: str | os.PathLike,
                         store_size: int, device: torch.device, batch_size: int = 64,
@@ -109,12 +129,21 @@ def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_ke
     manifest = read_json(manifest_path) if manifest_path.exists() else {
         "key": key, "count": n, "dim": dim, "done": 0, "complete": False, "versions": versions()}
     start, t0 = int(manifest["done"]), time.time()
-    bar = tqdm(total=n, initial=start, desc=f"teacher features: {source.name}", unit="img")
+    donor = _same_features(Path(root), key)  # the same views and teacher stored at another size
+    if donor is not None:
+        manifest["features_from"] = str(donor.folder)
+    what = "views (features reused)" if donor is not None else "teacher features"
+    bar = tqdm(total=n, initial=start, desc=f"{what}: {source.name}", unit="img")
     for lo in range(start, n, chunk):
         hi = min(n, lo + chunk)
         for b in range(lo, hi, batch_size):
             idx = np.arange(b, min(hi, b + batch_size))
             teacher_views = make_views(source, idx)
+            if donor is not None:
+                feats[b : b + len(idx)] = donor.features[b : b + len(idx)]
+                images[b : b + len(idx)] = np.stack([frame_square(v, store_size, "squash") for v in teacher_views])
+                bar.update(len(idx))
+                continue
             x = torch.from_numpy(teacher_views).permute(0, 3, 1, 2).to(device)
             with autocast(device, use_amp):
                 f = teacher.features(x)

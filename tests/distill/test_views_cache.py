@@ -76,6 +76,12 @@ def test_cache_build_reuse_resume_and_staleness(gen_run, sface, tmp_path):
     again = Counting(sface)
     assert build_feature_cache(src, again, sig, tmp_path, 32, "cpu").folder == folder and again.seen == 0
 
+    # another student input size re-renders the views but copies the features
+    resized_teacher = Counting(sface)
+    resized = build_feature_cache(src, resized_teacher, sig, tmp_path, 48, "cpu")
+    assert resized_teacher.seen == 0 and resized.folder != folder and resized.images.shape[1:3] == (48, 48)
+    assert np.array_equal(resized.features, cache.features)
+
     # another teacher, views or store size is a different cache; a stale key is refused with the field
     other = source(faces, views=3)
     assert cache_folder(tmp_path, cache_key(other, sig, 32)) != folder
