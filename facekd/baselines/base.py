@@ -143,6 +143,13 @@ class Method:
     def check(self, data: LabeledData, cfg: Mapping[str, Any]) -> None:
         """Refuse a config that cannot run on ``data`` before any training (raise ``ValueError``)."""
 
+    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> dict[str, Any]:
+        """Make or find the method's inputs from other stages (e.g. a distill run) before the cache lookup.
+
+        Returns what identifies those inputs (e.g. their config hashes): it is part of the cache key.
+        """
+        return {}
+
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         raise NotImplementedError
 
@@ -233,11 +240,15 @@ def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, .
 
 
 def method_hash(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], split_id: str,
-                seed: int) -> str:
-    """The cache key of one run: method, its result-defining config, the data config, the split and seed."""
+                seed: int, inputs: Mapping[str, Any] | None = None) -> str:
+    """The cache key of one run: method, its result-defining config, the data config, the split, the seed
+    and the identity of its inputs from other stages (:meth:`Method.prepare`)."""
     cfg = {k: v for k, v in plain(method_cfg).items() if k not in OPERATIONAL_KEYS}
-    return config_hash({"method": name, "cfg": cfg, "data": plain(data_cfg), "split": split_id, "seed": int(seed),
-                        "protocol": PROTOCOL_VERSION})
+    key = {"method": name, "cfg": cfg, "data": plain(data_cfg), "split": split_id, "seed": int(seed),
+           "protocol": PROTOCOL_VERSION}
+    if inputs:
+        key["inputs"] = plain(inputs)
+    return config_hash(key)
 
 
 def result_path(paths_root: str | os.PathLike, name: str, digest: str) -> Path:
@@ -258,15 +269,17 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     method.name = name
     cfg = plain(method_cfg) or {}
     data = data if data is not None else prepare_labeled(data_cfg, paths_root)
-    digest = method_hash(name, cfg, data_cfg, data.split.id, seed)
+    method.check(data, cfg)
+    inputs = method.prepare(data, cfg, paths_root)
+    digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs)
     path = result_path(paths_root, name, digest)
     if path.exists() and not force:
         log.info("%s seed %d: cached result %s", name, seed, path)
         return MethodResult.from_dict(read_json(path))
-    method.check(data, cfg)
     run_dir = path.parent
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", {"method": name, "config": cfg, "data": plain(data_cfg), "seed": int(seed),
+                                         "inputs": inputs,
                                          "split": str(data.split_path), "split_id": data.split.id,
                                          "versions": versions()})
     seed_everything(seed)

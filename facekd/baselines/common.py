@@ -114,8 +114,9 @@ def train_engine(task: Task, dataset: Dataset, tc: TrainConfig, samples_per_epoc
 class ImageClassifierTask(Task):
     """A network trained on uint8 image batches, scored on the (unaugmented) val images.
 
-    ``net`` maps preprocessed input to class scores; ``preprocess`` is its :class:`Preprocess`.
-    ``loss_fn(logits, labels, images)`` defaults to cross-entropy (Hinton KD passes its own).
+    ``net`` maps preprocessed input to class scores; ``preprocess`` is its :class:`Preprocess`.  Batches are
+    ``(images, labels, *extra)``; ``loss_fn(logits, labels, images, *extra)`` defaults to cross-entropy
+    (Hinton KD passes its own, with cached teacher scores as ``extra``).
     """
 
     def __init__(self, net: nn.Module, preprocess: Preprocess, val: tuple[torch.Tensor, torch.Tensor],
@@ -131,11 +132,11 @@ class ImageClassifierTask(Task):
         return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
     def training_step(self, batch: Any) -> Any:
-        images, labels = batch
+        images, labels, *extra = batch
         logits = self.net(self.inputs(images))
         if self.loss_fn is None:
             return F.cross_entropy(logits.float(), labels)
-        return self.loss_fn(logits.float(), labels, images)
+        return self.loss_fn(logits.float(), labels, images, *extra)
 
     def evaluate(self) -> dict[str, float]:
         logits = batched(lambda x: self.net(self.inputs(x.to(self.device))).float(), self.val_x, self.eval_batch_size)

@@ -6,9 +6,13 @@
 
        L = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
-   The teacher scores the same augmented images as the student, every step.  The paper used
-   ``alpha = 0.1`` and ``T = 1`` (its eq. 3: at T = 1 the KL term equals its soft cross-entropy up to the
-   teacher's entropy, a constant).  Selection on val accuracy, like ``scratch``.
+   The paper used ``alpha = 0.1`` and ``T = 1`` (its eq. 3: at T = 1 the KL term equals its soft
+   cross-entropy up to the teacher's entropy, a constant).  Selection on val accuracy, like ``scratch``.
+
+The teacher scores the very images the student sees.  ``teacher_mode: cached`` (default, the CPU-friendly
+one) draws ``views`` augmented views of each train image once (view 0 is the clean image), scores them
+with the teacher once and trains on those views; ``online`` augments afresh and runs the teacher every
+step (meant for a GPU).
 
 The teacher's own test accuracy is reported as ``extra["teacher_accuracy"]``.
 """
@@ -19,11 +23,12 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor
 from facekd.baselines.scratch import student_config, train_classifier
 from facekd.baselines.transfer import fit_teacher_classifier, teacher_config
-from facekd.data.labeled import LabeledData
+from facekd.data.labeled import LabeledData, split_datasets
 
 __all__ = ["hinton_kd_loss", "KDLabels"]
 
@@ -51,13 +56,43 @@ class KDLabels(Method):
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         kd = dict(cfg.get("kd") or {})
         alpha, temperature = float(kd.get("alpha", 0.1)), float(kd.get("temperature", 1.0))
+        mode, views = str(kd.get("teacher_mode", "cached")), int(kd.get("views", 16))
+        if mode not in ("cached", "online"):
+            raise ValueError(f"kd.teacher_mode must be 'cached' or 'online', got {mode!r}")
         teacher = fit_teacher_classifier(data, cfg, run_dir, seed)
 
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                target = teacher(teacher.preprocess(images))
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
+                    target: torch.Tensor | None = None) -> torch.Tensor:
+            if target is None:
+                with torch.no_grad():
+                    target = teacher(teacher.preprocess(images))
             return hinton_kd_loss(logits, target, labels, alpha, temperature)
 
-        student = train_classifier(data, cfg, run_dir, seed, loss_fn=loss_fn)
-        return Fitted(student, self.student_name(cfg), extra={"alpha": alpha, "temperature": temperature},
+        train_set = None
+        if mode == "cached":
+            train_set = teacher_views(data, teacher, views, seed, bool(cfg.get("augment", True)),
+                                      int(cfg.get("eval_batch_size", 64)))
+        student = train_classifier(data, cfg, run_dir, seed, loss_fn=loss_fn, train_set=train_set)
+        return Fitted(student, self.student_name(cfg),
+                      extra={"alpha": alpha, "temperature": temperature, "teacher_mode": mode,
+                             **({"views": views} if mode == "cached" else {})},
                       side_predictors={"teacher": teacher})
+
+
+def teacher_views(data: LabeledData, teacher: Predictor, views: int, seed: int, augment: bool = True,
+                  batch_size: int = 64) -> TensorDataset:
+    """``views`` views of every train image (view 0 clean, the others augmented with ``data.augment``,
+    drawn reproducibly from ``seed``) with the teacher's scores: ``(images, labels, teacher scores)``."""
+    if views < 1:
+        raise ValueError(f"kd.views must be >= 1, got {views}")
+    train = split_datasets(data, ("train",), augment_train=augment)["train"]
+    images, labels = train.tensors()
+    out = [images]
+    if views > 1 and train.augment is not None:
+        train.augment.set_random_seed(seed)  # albumentations draws from its own generators
+        out += [torch.stack([train[i][0] for i in range(len(train))]) for _ in range(views - 1)]
+    x = torch.cat(out)
+    y = labels.repeat(len(out))
+    with torch.no_grad():
+        scores = torch.cat([teacher.predict(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
+    return TensorDataset(x, y, scores)

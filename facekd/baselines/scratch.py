@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
 from facekd.baselines.common import ImageClassifierTask, step_train_config, train_engine
@@ -41,14 +42,19 @@ def build_classifier(student_cfg: Mapping[str, Any], num_classes: int) -> tuple[
 
 
 def train_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int,
-                     loss_fn: Any = None) -> Predictor:
-    """Train the method's student as a classifier on augmented train images (val selection); see module doc."""
+                     loss_fn: Any = None, train_set: Dataset | None = None) -> Predictor:
+    """Train the method's student as a classifier (val selection); see module doc.
+
+    ``train_set`` replaces the augmented train split (items ``(image, label, *extra)`` for ``loss_fn``).
+    """
     net, pre = build_classifier(student_config(cfg), data.num_classes)
-    sets = split_datasets(data, ("train", "val"), augment_train=bool(cfg.get("augment", True)))
+    sets = split_datasets(data, ("train", "val") if train_set is None else ("val",),
+                          augment_train=bool(cfg.get("augment", True)))
     tc, per_epoch = step_train_config(cfg, seed)
     task = ImageClassifierTask(net, pre, sets["val"].tensors(), loss_fn=loss_fn,
                                eval_batch_size=int(cfg.get("eval_batch_size", 64)))
-    train_engine(task, sets["train"], tc, per_epoch, run_dir, {"method": cfg, "split": data.split.id})
+    train_engine(task, sets["train"] if train_set is None else train_set, tc, per_epoch, run_dir,
+                 {"method": cfg, "split": data.split.id})
     return Predictor(task.net, pre, output="scores").eval()
 
 

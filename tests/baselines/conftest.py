@@ -29,3 +29,9 @@ def smoke_data(smoke_cfg):
     from facekd.data.labeled import prepare_labeled
 
     return prepare_labeled(smoke_cfg.data, smoke_cfg.paths.root)
+
+
+@pytest.fixture(scope="session")
+def compose_smoke():
+    """``compose_smoke(root, *overrides)``: the smoke compare_baselines config."""
+    return compose_compare

@@ -5,7 +5,7 @@ import torch
 from facekd.baselines import run_method
 from facekd.baselines.kd_labels import hinton_kd_loss
 
-ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "triplet", "maml", "maml_fo"]
+ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "triplet", "maml", "maml_fo", "feature_kd_bce"]
 
 
 @pytest.mark.parametrize("row", ROWS)

@@ -1,0 +1,136 @@
+"""``feature_kd``: the paper's method as a comparison row, taken from the distill and finetune stages.
+
+The row reads a finished distill run (``student_run``, default ``${paths.root}/distill/<student>-<loss>``,
+the distill stage's own default folder) and runs the finetune stage on it under the shared split
+(:func:`facekd.finetune.finetune`, into ``${paths.root}/finetune/<this row's run folder name>``); the
+finetuned model (frozen student + norm + linear head) is then scored like every other row.
+
+When the distill run is missing and ``run_missing`` is true, the distill stage is run first with its
+own config (``configs/distill.yaml`` with ``loss=<loss> student=<student>``, the same ``data`` and
+``paths.root``, plus ``distill_overrides``), and before it the generate stage when its run is missing
+(``configs/generate.yaml`` plus ``generate_overrides``).  With ``run_missing: false`` a missing run is
+an error that names the commands to run.  The distill run's config hash is part of this row's cache
+key, so a redistilled student is finetuned again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
+from facekd.data.labeled import LabeledData
+from facekd.runs import RunError, read_manifest
+
+__all__ = ["FeatureKD", "student_run_path", "compose_stage_config", "ensure_distill_run"]
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> Path:
+    run = cfg.get("student_run")
+    if run:
+        return Path(run)
+    return Path(paths_root) / "distill" / f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}"
+
+
+def compose_stage_config(config_name: str, overrides: Sequence[str]) -> Any:
+    """Compose one of the primary configs (``configs/<config_name>.yaml``) with Hydra overrides.
+
+    Works inside a running Hydra app (``scripts/compare_baselines.py``) and outside one.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def _complete(run_dir: Path, stage: str) -> bool:
+    try:
+        read_manifest(run_dir, stage, complete=True)
+        return True
+    except RunError:
+        return False
+
+
+def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> Path:
+    """The finished distill run of this row; runs generate and distill first when allowed (see module doc)."""
+    from omegaconf import OmegaConf, open_dict
+
+    run = student_run_path(cfg, paths_root)
+    if _complete(run, "distill"):
+        return run
+    loss, student = cfg.get("loss", "bce"), cfg.get("student", "resnet18")
+    if not cfg.get("run_missing", True) or cfg.get("student_run"):
+        raise RunError(f"feature_kd ({loss}) needs a finished distill run at {run}; make it with "
+                       f"`python scripts/generate.py paths.root={paths_root}` then `python scripts/distill_features.py "
+                       f"loss={loss} student={student} paths.root={paths_root}` (or set run_missing: true)")
+    device = str(cfg.get("device", "auto"))
+    common = [f"paths.root={paths_root}", f"device={device}"]
+    dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", "resume=true", *common,
+                                            *plain(cfg.get("distill_overrides") or [])])
+    with open_dict(dcfg):
+        dcfg.data = OmegaConf.create(plain(data_cfg))
+    gen_run = Path(dcfg.distill.generate_run)
+    if not _complete(gen_run, "generate"):
+        from facekd.generators import generate
+
+        gcfg = compose_stage_config("generate", [*common, *plain(cfg.get("generate_overrides") or [])])
+        log.info("feature_kd: generating the synthetic faces first (%s)", gen_run)
+        made = generate(gcfg)
+        if Path(made).resolve() != gen_run.resolve():
+            raise RunError(f"the generate stage wrote {made}, but the distill config reads {gen_run}; "
+                           "align generate.name and distill.generate_run")
+    from facekd.distill.stage import distill
+
+    log.info("feature_kd: distilling %s with the %s loss first (%s)", student, loss, run)
+    made = Path(distill(dcfg))
+    if made.resolve() != run.resolve():
+        raise RunError(f"the distill stage wrote {made}, expected {run}; set student_run to it")
+    return run
+
+
+@METHODS.register("feature_kd")
+class FeatureKD(Method):
+    """Distilled student (distill stage) + linear head (finetune stage), scored under the shared split."""
+
+    def __init__(self) -> None:
+        self.student_run: Path | None = None
+
+    def student_name(self, cfg: Mapping[str, Any]) -> str:
+        return f"{cfg.get('student', 'resnet18')} distilled ({cfg.get('loss', 'bce')})"
+
+    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> dict[str, Any]:
+        self.paths_root = Path(paths_root)
+        self.student_run = ensure_distill_run(cfg, data.cfg, paths_root)
+        manifest = read_manifest(self.student_run, "distill", complete=True)
+        return {"student_run": str(self.student_run), "distill_config_hash": manifest.get("config_hash")}
+
+    def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
+        from facekd.finetune import Preprocessed, finetune, load_finetuned
+
+        if self.student_run is None:
+            raise RuntimeError("feature_kd.fit needs prepare() first (run_method calls it)")
+        section = {**plain(cfg.get("finetune") or {}), "student_run": str(self.student_run), "name": run_dir.name}
+        ft_cfg = {"finetune": section, "data": plain(data.cfg), "paths": {"root": str(self.paths_root)},
+                  "seed": int(seed), "device": str(cfg.get("device", "auto"))}
+        metrics = finetune(ft_cfg)
+        model, _ = load_finetuned(metrics["run_dir"], default_device(cfg))
+        body = Preprocessed(model)
+        card = {k: metrics[k] for k in ("params", "mflops", "cpu_ms_per_img")}
+        distill = read_manifest(self.student_run, "distill", complete=True)
+        extra = {"student_run": str(self.student_run), "finetune_run": metrics["run_dir"],
+                 "finetune_best_epoch": metrics.get("best_epoch")}
+        best = distill.get("best") or {}
+        for k in ("holdout_r2", "real_val_r2", "real_test_r2"):  # R² of student vs teacher features (distill stage)
+            if k in best:
+                extra[f"distill_{k}"] = best[k]
+        extra["uses_labels"] = bool(distill.get("uses_labels", False))
+        return Fitted(Predictor(body, model.preprocess, output="scores").eval(), self.student_name(cfg),
+                      extra=extra, card=card)
