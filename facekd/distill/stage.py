@@ -321,7 +321,8 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         write_manifest(run_dir, STAGE, cfg, complete=False)
     # rank 0 builds every cache (and the split, and the connector); the others then open them
     prep = (cfg, teacher, student.input_size, device, paper, connector_cfg, run_dir)
-    inputs = _prepare(*prep, reuse_connector=train_cfg.resume) if info.is_main else None
+    resuming = train_cfg.resume and trainer.checkpoint_path.exists()
+    inputs = _prepare(*prep, reuse_connector=resuming) if info.is_main else None
     barrier()
     if not info.is_main:
         inputs = _prepare(*prep, reuse_connector=True)
