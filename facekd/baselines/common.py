@@ -33,6 +33,7 @@ __all__ = [
     "fit_head",
     "batched",
     "train_engine",
+    "seed_augmentation",
 ]
 
 # what the ``train`` section of a baseline may hold on top of the engine's own options
@@ -70,6 +71,14 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1).float() - self.mean) / self.std
+
+
+def seed_augmentation(dataset: Any, seed: int) -> Any:
+    """Seed a dataset's albumentations pipeline (it draws from its own generators, not the global ones)."""
+    augment = getattr(dataset, "augment", None)
+    if augment is not None:
+        augment.set_random_seed(int(seed))
+    return dataset
 
 
 def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",

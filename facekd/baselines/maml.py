@@ -40,7 +40,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
-from facekd.baselines.common import selection_score, step_train_config
+from facekd.baselines.common import seed_augmentation, selection_score, step_train_config
 from facekd.data.datasets import LabeledFaces
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.data.preprocess import Preprocess
@@ -294,6 +294,7 @@ class MAML(Method):
         net = Conv4(int(cfg.get("width", 32)), size, data.num_classes)
         pre = Preprocess(size=size, scale=1.0 / 255.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
         sets = split_datasets(data, ("train", "val"), augment_train=bool(cfg.get("augment", True)))
+        seed_augmentation(sets["train"], seed)
         support = split_datasets(data, ("train",), augment_train=False)["train"].tensors()
         tc, per_epoch = step_train_config(cfg, seed, amp=False, channels_last=False)
         episodes = EpisodeSampler(sets["train"], int(cfg.get("n_way", 5)), int(cfg.get("k_shot", 1)),

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
-from facekd.baselines.common import ImageClassifierTask, step_train_config, train_engine
+from facekd.baselines.common import ImageClassifierTask, seed_augmentation, step_train_config, train_engine
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.data.preprocess import Preprocess
 from facekd.models import build_student
@@ -53,8 +53,9 @@ def train_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, s
     tc, per_epoch = step_train_config(cfg, seed)
     task = ImageClassifierTask(net, pre, sets["val"].tensors(), loss_fn=loss_fn,
                                eval_batch_size=int(cfg.get("eval_batch_size", 64)))
-    train_engine(task, sets["train"] if train_set is None else train_set, tc, per_epoch, run_dir,
-                 {"method": cfg, "split": data.split.id})
+    if train_set is None:
+        train_set = seed_augmentation(sets["train"], seed)
+    train_engine(task, train_set, tc, per_epoch, run_dir, {"method": cfg, "split": data.split.id})
     return Predictor(task.net, pre, output="scores").eval()
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
-from facekd.baselines.common import batched, selection_score, step_train_config
+from facekd.baselines.common import batched, seed_augmentation, selection_score, step_train_config
 from facekd.baselines.scratch import student_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.engine import Task, Trainer, load_best
@@ -101,6 +101,7 @@ class Triplet(Method):
 
         net = build_student(student_config(cfg), int(cfg.get("embedding_dim", 128)))
         sets = split_datasets(data, ("train", "val"), augment_train=bool(cfg.get("augment", True)))
+        seed_augmentation(sets["train"], seed)
         plain_train = split_datasets(data, ("train",), augment_train=False)["train"].tensors()
         tc, per_epoch = step_train_config(cfg, seed)
         eval_every = per_epoch // tc.batch_size
