@@ -101,14 +101,19 @@ def plot_confusion(y_true: Any, y_pred: Any, classes: Sequence[str], path: str |
 
 
 def tsne_embedding(feats: Any, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE (scikit-learn) of N x D features; perplexity is capped below N."""
+    """2-D t-SNE (scikit-learn) of N x D features; perplexity is capped below N.
+
+    Up to 2,000 points run on one thread: OpenMP threads only slow such small problems down, badly so on
+    a busy machine."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(feats, dtype=np.float32).reshape(len(feats), -1)
     if len(x) < 3:
         raise ValueError(f"t-SNE needs at least 3 samples, got {len(x)}")
     perp = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
+    with threadpool_limits(limits=1 if len(x) <= 2000 else None):
+        return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(x)
 
 
 def plot_tsne(feature_sets: Mapping[str, tuple[Any, Any]], path: str | os.PathLike, *, seed: int = 0,

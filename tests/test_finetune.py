@@ -23,19 +23,19 @@ TEACHER = {"name": "sface", "feature": "embedding", "feature_shape": [128], "pre
 STUDENT_CFG = {"name": "resnet18", "input_size": 64}
 
 
-def compose(*overrides: str):
+def compose(*overrides: str, name: str = "finetune"):
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return hydra_compose("finetune", overrides=["profile=smoke", *overrides])
+        return hydra_compose(name, overrides=["profile=smoke", *overrides])
 
 
-def write_student_run(folder: Path, *, teacher=TEACHER, complete=True, split=None, seed=0) -> Path:
+def write_student_run(folder: Path, *, teacher=TEACHER, complete=True, split_id=None, seed=0) -> Path:
     """A distill-format run folder (the distill stage's contract) holding a freshly built student."""
     torch.manual_seed(seed)
     student = build_student(STUDENT_CFG, 128)
     save_safetensors(student.state_dict(), folder / STUDENT_FILE)
-    extra = {"split": split} if split else {}
+    extra = {"split_id": split_id, "split_path": "elsewhere.json", "uses_train_images": True} if split_id else {}
     write_manifest(folder, "distill", {"student": STUDENT_CFG, "note": "random init, for tests"}, student=STUDENT_CFG,
                    teacher=teacher, out_dim=128, input_size=64, uses_labels=False, complete=complete, **extra)
     return folder
@@ -43,7 +43,13 @@ def write_student_run(folder: Path, *, teacher=TEACHER, complete=True, split=Non
 
 @pytest.fixture(scope="module")
 def student_run(tmp_path_factory):
-    return write_student_run(tmp_path_factory.mktemp("distill") / "resnet18-bce")
+    """A real distill smoke run: DCGAN faces generated, SFace features cached, a ResNet-18 student distilled."""
+    from facekd.distill.stage import distill
+    from facekd.generators import generate
+
+    root = tmp_path_factory.mktemp("upstream")
+    generate(compose(f"paths.root={root}", name="generate"))
+    return distill(compose(f"paths.root={root}", name="distill"))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +106,8 @@ def test_best_epoch_chosen_on_val_and_test_scored_once(smoke):
 def test_model_card_and_onnx_parity(smoke):
     _, run, metrics, _ = smoke
     model, _ = load_finetuned(run)
-    student_params = sum(p.numel() for p in build_student(STUDENT_CFG, 128).parameters())
+    student_params = sum(p.numel() for p in build_student(read_manifest(run, "finetune")["student"]["config"], 128)
+                         .parameters())
     assert metrics["params"] == sum(p.numel() for p in model.parameters()) == student_params + 128 * 40 + 40
     assert metrics["mflops"] > 100 and metrics["cpu_ms_per_img"] > 0
     onnx = metrics["onnx"]
@@ -254,6 +261,6 @@ def test_refuses_a_class_in_test_absent_from_train(smoke, tmp_path, student_run)
 
 
 def test_refuses_a_student_distilled_on_another_splits_train_images(tmp_path):
-    run = write_student_run(tmp_path / "other-split", split={"path": "elsewhere.json", "id": "0123456789abcdef"})
+    run = write_student_run(tmp_path / "other-split", split_id="0123456789abcdef")
     with pytest.raises(RunError, match="distilled on the training images of split 0123456789abcdef"):
         finetune(compose(f"paths.root={tmp_path}", f"finetune.student_run={run}"))

@@ -175,11 +175,12 @@ def _check_split(data: LabeledData, student_manifest: Mapping[str, Any], student
     if len(split.val) == 0:
         raise FaceDataError(f"split {data.split_path} has no val images: the best epoch is chosen on val "
                             "(set data.val >= 1)")
-    used = student_manifest.get("split")
-    if isinstance(used, Mapping) and used.get("id") and used["id"] != split.id:
-        raise RunError(f"{student_run} was distilled on the training images of split {used.get('id')} "
-                       f"({used.get('path')}), but finetune uses split {split.id} ({data.split_path}): its "
-                       "test images may have been seen. Finetune with the same data config, or redistill.")
+    used = student_manifest.get("split_id")
+    if student_manifest.get("uses_train_images") and used != split.id:
+        raise RunError(f"{student_run} was distilled on the training images of split {used} "
+                       f"({student_manifest.get('split_path')}), but finetune uses split {split.id} "
+                       f"({data.split_path}): its test images may have been seen. Finetune with the same data "
+                       "config, or redistill.")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -250,7 +251,8 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     run_dir = root / STAGE / (settings.name or settings.default_name(str(data_cfg.get("name", "faces"))))
     stage_cfg = _stage_config(cfg, settings)
     identity = {"student_run": {"path": str(student_run), "config_hash": smanifest.get("config_hash"),
-                                "teacher": smanifest.get("teacher")},
+                                "teacher": smanifest.get("teacher"), "uses_labels": smanifest.get("uses_labels"),
+                                "uses_train_images": smanifest.get("uses_train_images")},
                 "split": {"path": str(data.split_path), "id": data.split.id}}
 
     sets = split_datasets(data, ("train", "val", "test"), augment_train=settings.augment)
@@ -325,9 +327,9 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if settings.plots:
         from facekd.plots import plot_confusion, plot_curves
 
-        plot_curves(result.history, ["val_f1_macro", "val_f1_micro", "val_accuracy"], run_dir / CURVE_FILE,
-                    best=result.best_epoch, ylabel="val score",
-                    title=f"{run_dir.name}: val F1 per epoch (test {100 * test_metrics['accuracy']:.1f}% at best)")
+        plot_curves(result.history, ["val_f1_macro", "val_accuracy", "train_accuracy"], run_dir / CURVE_FILE,
+                    best=result.best_epoch, ylabel="score (val micro-F1 = val accuracy)",
+                    title=f"{run_dir.name}: per epoch (test {100 * test_metrics['accuracy']:.1f}% at the best val epoch)")
         plot_confusion(yte.numpy(), pred, classes, run_dir / CONFUSION_FILE,
                        title=f"{run_dir.name}: test, epoch {result.best_epoch}, accuracy "
                              f"{100 * test_metrics['accuracy']:.1f}%")
