@@ -264,3 +264,21 @@ def test_refuses_a_student_distilled_on_another_splits_train_images(tmp_path):
     run = write_student_run(tmp_path / "other-split", split_id="0123456789abcdef")
     with pytest.raises(RunError, match="distilled on the training images of split 0123456789abcdef"):
         finetune(compose(f"paths.root={tmp_path}", f"finetune.student_run={run}"))
+
+
+def test_any_face_folder_via_the_pins_config(orl, tmp_path):
+    """``data=pins data.root=DIR``: a folder with one sub-folder per person (here 4 ORL people, 6 photos each)."""
+    import shutil
+
+    folder = tmp_path / "people"
+    for person in ("s1", "s2", "s3", "s4"):
+        (folder / person).mkdir(parents=True)
+        for i in range(1, 7):
+            shutil.copy(orl.root / person / f"{i}.pgm", folder / person / f"{i}.pgm")
+    student_run = write_student_run(tmp_path / "student")
+    metrics = finetune(compose(f"paths.root={tmp_path / 'runs'}", f"finetune.student_run={student_run}", "data=pins",
+                               f"data.root={folder}", "data.per_class=3", "data.val=1", "data.test=2",
+                               "finetune.export_onnx=false", "finetune.plots=false", "finetune.card_repeats=1"))
+    assert Path(metrics["run_dir"]).name == "pins-student-bce"  # <data>-<student run folder>-<loss>
+    assert metrics["n_images"] == {"train": 12, "val": 4, "test": 8} and metrics["num_classes"] == 4
+    assert read_manifest(metrics["run_dir"], "finetune")["image_size"] == 224
