@@ -41,7 +41,7 @@ from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedMode
 from facekd.finetune.task import LOSSES, HeadTask, predict_scores
 from facekd.metrics import classification_metrics
 from facekd.models import build_student, load_state_strict
-from facekd.runs import RunError, config_hash, read_json, read_manifest, write_json, write_manifest
+from facekd.runs import RunError, read_json, read_manifest, write_json, write_manifest
 
 __all__ = ["STAGE", "MODEL_FILE", "ONNX_FILE", "ONNX_INPUT_SPEC", "FinetuneSettings", "finetune", "run_dir_for",
            "load_finetuned"]
