@@ -239,7 +239,7 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-def _plot_curves(history: list[dict], run_dir: Path) -> None:
+def _plot_curves(history: list[dict], run_dir: Path, best_epoch: int | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,6 +252,8 @@ def _plot_curves(history: list[dict], run_dir: Path) -> None:
         for k in keys:
             if any(k in r for r in history):
                 ax.plot(epochs, [r.get(k, np.nan) for r in history], marker="o", label=k)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="best (holdout)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -350,7 +352,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         load_best(task, run_dir)
         save_safetensors(student.state_dict(), run_dir / STUDENT_FILE,
                          {"best_epoch": result.best_epoch, "monitor": train_cfg.monitor})
-        _plot_curves(result.history, run_dir)
+        _plot_curves(result.history, run_dir, result.best_epoch)
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)
         labeled = inputs.labeled
         uses_train = any(s.name == "labeled-train" for s in inputs.train_sources)
