@@ -68,6 +68,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 from tqdm.auto import tqdm
 
+from facekd.config import plain as _plain
 from facekd.runs import atomic_path, config_hash, write_json
 
 __all__ = [
@@ -113,18 +114,6 @@ class ResumeError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- setup
-
-
-def _plain(cfg: Any) -> Any:
-    """An OmegaConf node (or anything mapping-like) as plain Python containers."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg) if isinstance(cfg, Mapping) else cfg
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facekd.config import plain
 from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
 from facekd.data.preprocess import Preprocess
 from facekd.engine import resolve_device, seed_everything
@@ -62,22 +63,6 @@ RESULT = "result.json"
 OPERATIONAL_KEYS = ("device", "progress", "num_workers", "eval_batch_size", "card_repeats")
 # bump when the evaluation protocol changes, so cached results are recomputed
 PROTOCOL_VERSION = 1
-
-
-def plain(cfg: Any) -> Any:
-    """An OmegaConf node (or any mapping / sequence) as plain Python containers."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(cfg, Mapping):
-        return {k: plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return [plain(v) for v in cfg]
-    return cfg
 
 
 class Predictor(nn.Module):

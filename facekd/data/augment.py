@@ -11,15 +11,10 @@ from typing import Any, Sequence
 import albumentations as A
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from facekd.config import plain as _plain
 
 __all__ = ["build_augmentation", "frame_square"]
-
-
-def _plain(cfg: Any) -> Any:
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 def _tuples(value: Any) -> Any:

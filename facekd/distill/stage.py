@@ -18,8 +18,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from facekd.config import plain as _plain
 from facekd.data.labeled import LabeledData, prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
 from facekd.distill.batches import CachedBatches, OnlineBatches
@@ -43,12 +44,6 @@ log = logging.getLogger(__name__)
 CONNECTOR_FILE = "connector.safetensors"
 # keys that do not change a run's result, so a resume may change them
 _OPERATIONAL = ("cache_dir", "cache_batch_size", "eval_batch_size")
-
-
-def _plain(cfg: Any) -> Any:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
 
 
 # ------------------------------------------------------------------------------------------------ checks

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from facekd.config import plain as _plain
 from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
 from facekd.distill import load_student
@@ -62,17 +63,6 @@ ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = dat
 _OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots")
 _TRAIN_DEFAULTS = {"epochs": 200, "batch_size": 16, "drop_last": False, "optim": {"name": "adam", "lr": 1e-2},
                    "schedule": {"name": "inv_sqrt", "interval": "epoch"}, "resume": True}
-
-
-def _plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return cfg
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facekd.config import plain as _container
 from facekd.data import synthetic
 from facekd.data.synthetic import PREVIEW_FILE, SEEDS_FILE, SHARD_DIR, STAGE, SyntheticFaces
 from facekd.engine import resolve_device
@@ -77,17 +78,6 @@ class GenerateSettings:
             raise GeneratorError(f"unknown generate keys {sorted(unknown)}; known: {sorted(known | {'filter'})}")
         return cls(**sec, filter_enabled=bool(flt.get("enabled", False)),
                    filter_threshold=float(flt.get("threshold", 0.95)))
-
-
-def _container(cfg: Any) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)
 
 
 def build_generator(gen_cfg: Mapping[str, Any], device: torch.device | str = "auto") -> FaceSampler:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping
 
+from facekd.config import plain as _plain
 from facekd.models.base import Student, Teacher
 from facekd.registry import Registry
 
@@ -18,17 +19,6 @@ __all__ = ["TEACHERS", "STUDENTS", "build_teacher", "build_student", "teacher_ar
 
 TEACHERS: Registry = Registry("teacher", "facekd.models.teachers")
 STUDENTS: Registry = Registry("student", "facekd.models.students")
-
-
-def _plain(cfg: Mapping | Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)
 
 
 def _split(cfg: Mapping, section: str) -> tuple[str, dict[str, Any]]:
