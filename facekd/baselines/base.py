@@ -37,7 +37,7 @@ from facekd.data.preprocess import Preprocess
 from facekd.engine import resolve_device, seed_everything
 from facekd.metrics import classification_metrics, nearest_class_mean_predict, triplet_accuracy
 from facekd.registry import Registry
-from facekd.runs import config_hash, read_json, versions, write_json
+from facekd.runs import atomic_path, config_hash, read_json, versions, write_json
 
 __all__ = [
     "METHODS",
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 METHODS: Registry = Registry("method", "facekd.baselines")
 
 RESULT = "result.json"
+TEST_FEATURES = "test_features.npz"
 # keys of a method config that do not change its result (left out of the cache hash)
 OPERATIONAL_KEYS = ("device", "progress", "num_workers", "eval_batch_size", "card_repeats")
 # bump when the evaluation protocol changes, so cached results are recomputed
@@ -292,9 +293,20 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
                           cpu_ms_per_img=float(card["cpu_ms_per_img"]), train_seconds=round(train_seconds, 2),
                           extra={**fitted.extra, **scores["extra"], "prepare_seconds": round(prepare_seconds, 2)},
                           config_hash=digest, run_dir=str(run_dir))
+    save_test_features(predictor, data, run_dir / TEST_FEATURES, int(cfg.get("eval_batch_size", 64)))
     write_json(path, result.as_dict())
     log.info("%s seed %d: test accuracy %.4f (%s)", name, seed, result.accuracy, path)
     return result
+
+
+def save_test_features(predictor: Predictor, data: LabeledData, path: Path, batch_size: int = 64) -> None:
+    """The test images' features (the predictor's body output, before any head) with labels, for t-SNE plots."""
+    x, y = split_datasets(data, ("test",), augment_train=False)["test"].tensors()
+    body = Predictor(predictor.body, predictor.preprocess, output="embedding").eval()
+    feats = embed_images(body, x, batch_size)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, features=feats.numpy(), labels=y.numpy())
 
 
 def _card(predictor: Predictor, repeats: int) -> dict[str, float]:

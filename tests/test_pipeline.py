@@ -1,0 +1,22 @@
+"""The main job end to end at smoke size on the embedded assets: table, chart and t-SNE."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_main_job_smoke(tmp_path):
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "profile=smoke", f"paths.root={tmp_path}",
+                           "progress=false"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "demo"
+    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    assert [r["method"] for r in rows] == ["feature_kd_bce", "transfer", "scratch", "pixels"]
+    for r in rows:
+        assert 0.0 <= float(r["accuracy_mean"]) <= 1.0 and int(r["params"]) >= 0
+    assert (out / "tsne.png").stat().st_size > 0 and (out / "accuracy.png").exists()
+    assert "main job finished" in proc.stdout
