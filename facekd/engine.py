@@ -515,6 +515,16 @@ class Trainer:
     def best_path(self) -> Path:
         return self.run_dir / BEST
 
+    def check_resumable(self, hint: str = "") -> None:
+        """Refuse, before anything in the run folder changes, to resume a checkpoint of another configuration."""
+        path = self.checkpoint_path
+        if not (self.cfg.resume and path.exists()):
+            return
+        found = torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
+        if found != self.config_hash:
+            raise ResumeError(f"{path} comes from another configuration (hash {found}, this run {self.config_hash})"
+                              + (f": {hint}" if hint else ""))
+
     # ------------------------------------------------------------------------------------------ data
     def _loader(self, data: Any) -> tuple[Iterable, Callable[[int], None], int | None]:
         """The batch iterable, a ``set_epoch(epoch)`` hook and the number of batches (if known)."""

@@ -31,7 +31,7 @@ from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_
                                     real_eval_sources, synthetic_sources)
 from facekd.distill.student_run import STAGE, STUDENT_FILE
 from facekd.distill.views import ViewSource
-from facekd.engine import (ResumeError, Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
+from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
                            save_safetensors, seed_everything)
 from facekd.metrics import RegressionMeter
 from facekd.models import Student, Teacher, build_student, build_teacher
@@ -274,18 +274,6 @@ def _summary(name: str, best: dict, best_epoch: int, epochs: int, uses_labels: b
 # ------------------------------------------------------------------------------------------------ stage
 
 
-def _check_resumable(trainer: Trainer) -> None:
-    """Refuse a resume from another configuration's checkpoint before anything in the folder changes."""
-    path = trainer.checkpoint_path
-    if not (trainer.cfg.resume and path.exists()):
-        return
-    found = torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
-    if found != trainer.config_hash:
-        raise ResumeError(f"{path} comes from another configuration (hash {found}, this run {trainer.config_hash}); "
-                          "resume with the same settings, or start a fresh run (resume=false, or another "
-                          "distill.name)")
-
-
 def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     """Run the distill stage described by ``cfg`` (configs/distill.yaml); returns the run folder."""
     cfg = dict(_plain(cfg))
@@ -308,7 +296,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     hashed = {k: v for k, v in cfg.items() if k not in ("resume", "paths")}
     hashed["distill"] = {k: v for k, v in d.items() if k not in (*_OPERATIONAL, "train")}
     trainer = Trainer(train_cfg, run_dir, config=hashed)
-    _check_resumable(trainer)
+    trainer.check_resumable("resume with the same settings, or start a fresh run (resume=false, or another distill.name)")
 
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
 from facekd.distill import load_student
 from facekd.distill.student_run import read_student_manifest, signature_diff
-from facekd.engine import METRICS_JSON, ResumeError, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
+from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
 from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
 from facekd.finetune.task import LOSSES, HeadTask, predict_scores
@@ -182,18 +182,6 @@ def _features(model: SpecializedModel, images: torch.Tensor, device: torch.devic
     return predict_scores(lambda x: model.extract(model.preprocess(x)), images, device, batch_size, desc)
 
 
-def _check_resumable(trainer: Trainer) -> None:
-    """Refuse, before the run folder is touched, to resume a checkpoint of another configuration."""
-    path = trainer.checkpoint_path
-    if not (trainer.cfg.resume and path.exists()):
-        return
-    found = torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
-    if found != trainer.config_hash:
-        raise ResumeError(f"{trainer.run_dir} holds a finetune run of another configuration (hash {found}, this "
-                          f"run {trainer.config_hash}): finetune.train.resume=false starts it afresh, or "
-                          "finetune.name=NEW keeps it")
-
-
 def _stage_config(cfg: Mapping[str, Any], settings: FinetuneSettings) -> dict:
     return {"finetune": asdict(settings), "data": _plain(cfg["data"]), "seed": int(cfg.get("seed", 0)),
             "paths": {"root": str(cfg["paths"]["root"])}}
@@ -272,7 +260,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                                         mode=settings.mode)
     trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
     trainer = Trainer(train_cfg, run_dir, config=trainer_cfg)
-    _check_resumable(trainer)
+    trainer.check_resumable("finetune.train.resume=false starts it afresh, or finetune.name=NEW keeps it")
     write_manifest(run_dir, STAGE, stage_cfg, **identity, complete=False)
     result = trainer.fit(task, train_data)
     train_seconds = time.perf_counter() - t0
