@@ -106,11 +106,8 @@ class FeatureLoss(nn.Module):
                              f"{tuple(t.shape)}; give the student a projection to the teacher's dimension")
 
 
-@LOSSES.register("mse")
-class MSEFeatureLoss(FeatureLoss):
-    """MSE to the teacher features, raw or standardized per dimension (``standardize=True``)."""
-
-    name = "mse"
+class _OptionallyStandardized(FeatureLoss):
+    """A loss whose target is the teacher feature itself, optionally standardized per dimension."""
 
     def __init__(self, standardize: bool = False, stats: FeatureStats | None = None, eps: float = 1e-6) -> None:
         super().__init__()
@@ -121,6 +118,13 @@ class MSEFeatureLoss(FeatureLoss):
 
     def to_teacher(self, student_out: torch.Tensor) -> torch.Tensor:
         return self.norm.inverse(student_out) if self.norm is not None else student_out.float()
+
+
+@LOSSES.register("mse")
+class MSEFeatureLoss(_OptionallyStandardized):
+    """MSE to the teacher features, raw or standardized per dimension (``standardize=True``)."""
+
+    name = "mse"
 
     def forward(self, student_out: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
         self._check(student_out, teacher_feat)
@@ -162,20 +166,10 @@ class BCEFeatureLoss(FeatureLoss):
 
 
 @LOSSES.register("cosine")
-class CosineFeatureLoss(FeatureLoss):
+class CosineFeatureLoss(_OptionallyStandardized):
     """``1 - cosine similarity`` per sample (features flattened), averaged over the batch."""
 
     name = "cosine"
-
-    def __init__(self, standardize: bool = False, stats: FeatureStats | None = None, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.norm = _standardizer(self.name, stats, eps) if standardize else None
-
-    def target(self, teacher_feat: torch.Tensor) -> torch.Tensor:
-        return self.norm(teacher_feat) if self.norm is not None else teacher_feat.float()
-
-    def to_teacher(self, student_out: torch.Tensor) -> torch.Tensor:
-        return self.norm.inverse(student_out) if self.norm is not None else student_out.float()
 
     def forward(self, student_out: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
         self._check(student_out, teacher_feat)
