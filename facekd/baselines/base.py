@@ -129,8 +129,10 @@ class Method:
     def check(self, data: LabeledData, cfg: Mapping[str, Any]) -> None:
         """Refuse a config that cannot run on ``data`` before any training (raise ``ValueError``)."""
 
-    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> dict[str, Any]:
-        """Make or find the method's inputs from other stages (e.g. a distill run) before the cache lookup.
+    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
+                seed: int = 0) -> dict[str, Any]:
+        """Make or find the method's inputs from other stages (e.g. a distill run for ``seed``) before the
+        cache lookup.
 
         Returns what identifies those inputs (e.g. their config hashes): it is part of the cache key.
         """
@@ -261,7 +263,7 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     data = data if data is not None else prepare_labeled(data_cfg, paths_root)
     method.check(data, cfg)
     t_prepare = time.perf_counter()
-    inputs = method.prepare(data, cfg, paths_root)
+    inputs = method.prepare(data, cfg, paths_root, seed)
     prepare_seconds = time.perf_counter() - t_prepare
     digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs)
     path = result_path(paths_root, name, digest)

@@ -1,7 +1,9 @@
 """``feature_kd``: the paper's method as a comparison row, taken from the distill and finetune stages.
 
 The row reads a finished distill run (``student_run``, default ``${paths.root}/distill/<student>-<loss>``,
-the distill stage's own default folder) and runs the finetune stage on it under the shared split
+the distill stage's own default folder, for seed 0 and ``<student>-<loss>-seed<k>`` distilled with
+``seed=k`` for seed k, so the spread over seeds includes the distillation's; a given ``student_run`` is
+shared by every seed and only the head is reseeded) and runs the finetune stage on it under the shared split
 (:func:`facekd.finetune.finetune`, into ``${paths.root}/finetune/<this row's run folder name>``); the
 finetuned model (frozen student + norm + linear head) is then scored like every other row.
 
@@ -30,11 +32,19 @@ log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> Path:
+def distill_name(cfg: Mapping[str, Any], seed: int = 0) -> str:
+    """The distill run folder name of this row and seed: ``<student>-<loss>`` (the distill stage's default
+    name) for seed 0, ``<student>-<loss>-seed<k>`` for seed k."""
+    name = f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}"
+    return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
+
+
+def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike, seed: int = 0) -> Path:
+    """``student_run`` when given (one student for every seed), else this seed's own distill run."""
     run = cfg.get("student_run")
     if run:
         return Path(run)
-    return Path(paths_root) / "distill" / f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}"
+    return Path(paths_root) / "distill" / distill_name(cfg, seed)
 
 
 def compose_stage_config(config_name: str, overrides: Sequence[str]) -> Any:
@@ -59,21 +69,25 @@ def _complete(run_dir: Path, stage: str) -> bool:
         return False
 
 
-def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> Path:
-    """The finished distill run of this row; runs generate and distill first when allowed (see module doc)."""
+def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], paths_root: str | os.PathLike,
+                       seed: int = 0) -> Path:
+    """The finished distill run of this row and seed; runs generate and distill first when allowed (see
+    module doc)."""
     from omegaconf import OmegaConf, open_dict
 
-    run = student_run_path(cfg, paths_root)
+    run = student_run_path(cfg, paths_root, seed)
     if _complete(run, "distill"):
         return run
     loss, student = cfg.get("loss", "bce"), cfg.get("student", "resnet18")
     if not cfg.get("run_missing", True) or cfg.get("student_run"):
         raise RunError(f"feature_kd ({loss}) needs a finished distill run at {run}; make it with "
                        f"`python scripts/generate.py paths.root={paths_root}` then `python scripts/distill_features.py "
-                       f"loss={loss} student={student} paths.root={paths_root}` (or set run_missing: true)")
+                       f"loss={loss} student={student} paths.root={paths_root} seed={int(seed)} "
+                       f"distill.name={run.name}` (or set run_missing: true)")
     device = str(cfg.get("device", "auto"))
     common = [f"paths.root={paths_root}", f"device={device}"]
     dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", "resume=true", *common,
+                                            f"seed={int(seed)}", f"distill.name={run.name}",
                                             *plain(cfg.get("distill_overrides") or [])])
     with open_dict(dcfg):
         dcfg.data = OmegaConf.create(plain(data_cfg))
@@ -106,9 +120,10 @@ class FeatureKD(Method):
     def student_name(self, cfg: Mapping[str, Any]) -> str:
         return f"{cfg.get('student', 'resnet18')} distilled ({cfg.get('loss', 'bce')})"
 
-    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike) -> dict[str, Any]:
+    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
+                seed: int = 0) -> dict[str, Any]:
         self.paths_root = Path(paths_root)
-        self.student_run = ensure_distill_run(cfg, data.cfg, paths_root)
+        self.student_run = ensure_distill_run(cfg, data.cfg, paths_root, seed)
         manifest = read_manifest(self.student_run, "distill", complete=True)
         return {"student_run": str(self.student_run), "distill_config_hash": manifest.get("config_hash")}
 

@@ -25,7 +25,7 @@ from facekd.distill.views import ViewSource, make_views
 from facekd.engine import autocast
 from facekd.runs import RunError, config_hash, read_json, versions, write_json
 
-__all__ = ["FeatureCache", "build_feature_cache", "cache_key", "cache_folder"]
+__all__ = ["FeatureCache", "ImageMeanTargets", "build_feature_cache", "cache_key", "cache_folder"]
 
 
 def cache_key(source: ViewSource, teacher_key: dict, store_size: int, precision: str = "fp32") -> dict:
@@ -70,6 +70,51 @@ class FeatureCache:
         """Per-dimension mean and std of the cached features (computed while building)."""
         s = np.load(self.folder / "stats.npz")
         return s["mean"], s["std"]
+
+
+class ImageMeanTargets:
+    """A cache whose every view is paired with the mean teacher feature of its image's views.
+
+    View-invariant targets: the student learns to map each augmented view to what the teacher sees in
+    the image as a whole, rather than the teacher's reaction to that one augmentation.  Views are stored
+    image-major (``image * views + view``), so ``features[k]`` is ``means[k // views]``.  Reads like a
+    :class:`FeatureCache` (``images``, ``features[idx]``, ``len``, ``dim``, ``stats``, ``folder``).
+    """
+
+    def __init__(self, cache: FeatureCache, views: int) -> None:
+        if views < 1 or len(cache) % views:
+            raise ValueError(f"{cache.folder}: {len(cache)} cached views are not a whole number of images of "
+                             f"{views} views each")
+        self.cache, self.views, self.folder, self.images = cache, int(views), cache.folder, cache.images
+        feats = np.asarray(cache.features, dtype=np.float32).reshape(len(cache) // views, views, cache.dim)
+        self.means = feats.mean(axis=1).astype(np.float16)
+        self.features = _Repeated(self.means, self.views)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    @property
+    def dim(self) -> int:
+        return self.cache.dim
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension mean and std of the targets (every image weighs the same, as every view does)."""
+        m = self.means.astype(np.float64)
+        return m.mean(0), m.std(0)
+
+
+class _Repeated:
+    """``rows[k // repeat]`` for integer index arrays: each row stands for ``repeat`` consecutive items."""
+
+    def __init__(self, rows: np.ndarray, repeat: int) -> None:
+        self.rows, self.repeat = rows, repeat
+        self.shape = (len(rows) * repeat, *rows.shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return self.rows[np.asarray(idx, dtype=np.int64) // self.repeat]
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

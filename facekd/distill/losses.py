@@ -12,6 +12,10 @@
 ``cosine`` ``1 - cos(student, teacher)`` per sample (optionally on standardized teacher features).
 =========  =================================================================================
 
+Any of them takes ``relational: w`` (default 0): ``w`` times :func:`similarity_loss` is added, the mean
+squared difference between the in-batch cosine-similarity matrices of the student (mapped to teacher
+space) and the teacher, so the student also keeps *which faces look alike* (:class:`WithRelational`).
+
 Statistics (:class:`FeatureStats`: per-dimension mean and std, shaped like one teacher feature) come
 from the teacher-feature cache of the training set, e.g. ``FeatureStats.from_batches(cache_batches)``.
 Every loss also maps between spaces, so metrics are computed in the teacher's own feature space:
@@ -35,7 +39,7 @@ from facekd.metrics import RunningMoments
 from facekd.registry import Registry
 
 __all__ = ["LOSSES", "FeatureStats", "FeatureLoss", "MSEFeatureLoss", "BCEFeatureLoss", "CosineFeatureLoss",
-           "build_loss"]
+           "WithRelational", "similarity_loss", "build_loss"]
 
 LOSSES: Registry = Registry("loss")
 
@@ -177,10 +181,38 @@ class CosineFeatureLoss(_OptionallyStandardized):
         return (1 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
 
 
+def similarity_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the B x B in-batch cosine-similarity matrices of two feature batches."""
+    s = F.normalize(student_feat.float().flatten(1), dim=1, eps=1e-8)
+    t = F.normalize(teacher_feat.float().flatten(1), dim=1, eps=1e-8)
+    return F.mse_loss(s @ s.T, t @ t.T)
+
+
+class WithRelational(FeatureLoss):
+    """``base(s, t) + weight * similarity_loss(base.to_teacher(s), t)``; maps spaces as ``base`` does."""
+
+    def __init__(self, base: FeatureLoss, weight: float) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"{base.name}: relational weight must be >= 0, got {weight}")
+        self.base, self.weight, self.name = base, float(weight), base.name
+
+    def target(self, teacher_feat: torch.Tensor) -> torch.Tensor:
+        return self.base.target(teacher_feat)
+
+    def to_teacher(self, student_out: torch.Tensor) -> torch.Tensor:
+        return self.base.to_teacher(student_out)
+
+    def forward(self, student_out: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+        rel = similarity_loss(self.base.to_teacher(student_out), teacher_feat)
+        return self.base(student_out, teacher_feat) + self.weight * rel
+
+
 def build_loss(cfg: Mapping[str, Any] | str, stats: FeatureStats | None = None) -> FeatureLoss:
     """Build a loss from ``{"name": ..., **options}`` (or a bare name); ``stats`` goes to losses that use it.
 
-    An unknown name raises ``KeyError`` listing the known losses; an unknown option raises ``ValueError``.
+    ``relational: w > 0`` wraps it in :class:`WithRelational`.  An unknown name raises ``KeyError``
+    listing the known losses; an unknown option raises ``ValueError``.
     """
     if isinstance(cfg, str):
         cfg = {"name": cfg}
@@ -196,12 +228,14 @@ def build_loss(cfg: Mapping[str, Any] | str, stats: FeatureStats | None = None) 
     if "name" not in cfg:
         raise ValueError(f"loss config needs a 'name' (one of {', '.join(LOSSES.names())})")
     name = cfg.pop("name")
+    relational = float(cfg.pop("relational", 0.0) or 0.0)
     cls = LOSSES.get(name)
     params = inspect.signature(cls).parameters
     unknown = sorted(set(cfg) - set(params) | ({"stats"} & set(cfg)))
     if unknown:
-        allowed = ", ".join(p for p in params if p != "stats")
+        allowed = ", ".join([*(p for p in params if p != "stats"), "relational"])
         raise ValueError(f"loss '{name}' has no option(s) {', '.join(unknown)}; its options: {allowed}")
     if "stats" in params:
         cfg["stats"] = stats
-    return cls(**cfg)
+    loss = cls(**cfg)
+    return WithRelational(loss, relational) if relational else loss

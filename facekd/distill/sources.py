@@ -54,7 +54,7 @@ def resolve_augment(spec: Any, presets: Mapping[str, Any]) -> tuple[Any, list]:
 def _source_args(cfg: Mapping[str, Any], presets: Mapping[str, Any]) -> dict:
     augment, steps = resolve_augment(cfg.get("augment"), presets)
     return {"views": int(cfg.get("views", 1)), "augment": augment, "augment_spec": steps,
-            "weight": float(cfg.get("weight", 1.0))}
+            "weight": float(cfg.get("weight", 1.0)), "targets": str(cfg.get("targets", "view"))}
 
 
 def synthetic_sources(faces: SyntheticFaces, cfg: Mapping[str, Any], presets: Mapping[str, Any],
@@ -80,7 +80,7 @@ def synthetic_sources(faces: SyntheticFaces, cfg: Mapping[str, Any], presets: Ma
                        fingerprint=config_hash({**base, "range": [0, num]}), **args)
     hold = ViewSource(name="synthetic-holdout", size=holdout, read=reader(avail), seed=seed + 1,
                       fingerprint=config_hash({**base, "range": [avail, n]}),
-                      **{**args, "views": 1, "weight": 0.0})
+                      **{**args, "views": 1, "weight": 0.0, "targets": "view"})
     return train, hold
 
 

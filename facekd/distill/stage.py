@@ -24,7 +24,7 @@ from facekd.config import plain as _plain
 from facekd.data.labeled import LabeledData, prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
 from facekd.distill.batches import CachedBatches, OnlineBatches
-from facekd.distill.cache import FeatureCache, build_feature_cache
+from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_cache
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
 from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_items, labeled_train_source,
@@ -159,7 +159,7 @@ class DistillInputs:
 
     train_sources: list[ViewSource]
     weights: list[float]
-    train_caches: list[FeatureCache]  # cached mode: one per source; online mode: empty
+    train_caches: list[FeatureCache | ImageMeanTargets]  # cached mode: one per source; online mode: empty
     stats: FeatureStats
     evals: dict[str, FeatureCache]
     labeled: LabeledData | None
@@ -204,9 +204,13 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
             evals[f"real_{part}"] = cache(src)
 
     if d["teacher_mode"] == "cached":
-        train_caches = [cache(s) for s in sources]
+        train_caches = [ImageMeanTargets(cache(s), s.views) if s.targets == "image_mean" else cache(s)
+                        for s in sources]
         stats_caches = train_caches
     else:  # online: statistics from one seeded augmented view of every image (the cached views when views=1)
+        if any(s.targets != "view" for s in sources):
+            raise ValueError("targets: image_mean needs the cached teacher features of every view "
+                             "(distill.teacher_mode=cached); online mode trains on each fresh view's own features")
         train_caches = []
         stats_caches = [cache(ViewSource(**{**s.__dict__, "views": 1})) for s in sources]
     stats = mixture_stats([c.stats() for c in stats_caches], weights)

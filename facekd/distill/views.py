@@ -24,7 +24,9 @@ class ViewSource:
 
     ``read(indices)`` returns N x H x W x 3 uint8 images (all the same size); ``fingerprint`` identifies
     the exact images (used in cache keys); ``augment`` makes the views (None: the image itself, once);
-    ``files`` names the image files of photo sources (for the train/val/test leakage guard).
+    ``files`` names the image files of photo sources (for the train/val/test leakage guard);
+    ``targets`` is what a view is trained towards: ``view`` (the teacher's feature of that view) or
+    ``image_mean`` (the mean teacher feature over the image's views: view-invariant targets).
     """
 
     name: str
@@ -37,8 +39,14 @@ class ViewSource:
     weight: float = 1.0
     seed: int = 0
     files: Sequence[str] | None = None
+    targets: str = "view"
+
+    TARGETS = ("view", "image_mean")
 
     def __post_init__(self) -> None:
+        if self.targets not in self.TARGETS:
+            raise ValueError(f"source '{self.name}': targets must be one of {', '.join(self.TARGETS)}, "
+                             f"got {self.targets!r}")
         if self.size <= 0:
             raise ValueError(f"source '{self.name}' holds no images")
         if self.views < 1:

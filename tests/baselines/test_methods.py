@@ -1,11 +1,14 @@
 """Every method runs at smoke size on the real ORL faces and the real SFace teacher, under the shared split."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from facekd.baselines import run_method
 from facekd.baselines.kd_labels import hinton_kd_loss
 
-ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "triplet", "maml", "maml_fo", "feature_kd_bce"]
+ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "triplet", "maml", "maml_fo", "feature_kd_bce",
+        "feature_kd_bce_unfrozen"]
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -26,6 +29,14 @@ def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
         assert res.extra["collapsed"] is False
     if row.startswith("maml"):
         assert res.extra["first_order"] is (row == "maml_fo")
+    if row.startswith("feature_kd"):
+        from facekd.distill import load_student
+        from facekd.finetune import load_finetuned
+
+        distilled = load_student(res.extra["student_run"]).state_dict()
+        tuned = load_finetuned(res.extra["finetune_run"])[0].student.state_dict()
+        same = all(torch.equal(distilled[k], tuned[k]) for k in distilled if k.endswith("weight"))
+        assert same is (row == "feature_kd_bce")  # the unfrozen row trains the backbone, the frozen one never
 
 
 def test_hinton_kd_loss_known_values():
@@ -42,3 +53,19 @@ def test_hinton_kd_loss_known_values():
     assert hinton_kd_loss(s, t, y, alpha=0.0, temperature=2.0) == pytest.approx(4 * float(kl), rel=1e-5)
     with pytest.raises(ValueError):
         hinton_kd_loss(s, t, y, alpha=1.5, temperature=1.0)
+
+
+def test_feature_kd_distills_a_student_per_seed(smoke_cfg, smoke_data):
+    from facekd.baselines.feature_kd import student_run_path
+    from facekd.runs import RunError, read_manifest
+
+    mcfg = {**smoke_cfg.baselines["feature_kd_bce"], "progress": False}
+    root = smoke_cfg.paths.root
+    res = run_method("feature_kd", mcfg, smoke_cfg.data, root, 1, data=smoke_data)
+    run = student_run_path(mcfg, root, 1)
+    assert run.name == "resnet18-bce-seed1" and res.extra["student_run"] == str(run)
+    assert read_manifest(run, "distill", complete=True)["config"]["seed"] == 1
+    assert student_run_path(mcfg, root, 0).name == "resnet18-bce"  # the distill stage's default folder
+    assert student_run_path({**mcfg, "student_run": "/x/y"}, root, 3) == Path("/x/y")  # one given run for all seeds
+    with pytest.raises(RunError, match="seed=2 distill.name=resnet18-bce-seed2"):
+        run_method("feature_kd", {**mcfg, "run_missing": False}, smoke_cfg.data, root, 2, data=smoke_data)

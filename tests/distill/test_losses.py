@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from facekd.distill.losses import LOSSES, FeatureStats, build_loss
+from facekd.distill.losses import LOSSES, FeatureStats, WithRelational, build_loss, similarity_loss
 
 STATS = FeatureStats(mean=torch.tensor([1.0, -2.0]), std=torch.tensor([2.0, 0.5]))
 
@@ -105,3 +105,30 @@ def test_feature_stats_from_batches():
     loss = build_loss({"name": "mse", "standardize": True}, st)
     z = loss.target(x)
     assert torch.allclose(z.mean(0), torch.zeros(3, 2), atol=1e-5)
+
+
+def test_similarity_loss_by_hand():
+    # student: two orthogonal unit vectors (cos 0); teacher: the same direction twice (cos 1)
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[3.0, 0.0], [1.0, 0.0]])
+    # similarity matrices [[1, 0], [0, 1]] vs [[1, 1], [1, 1]]: two of four entries differ by 1
+    assert float(similarity_loss(s, t)) == pytest.approx(0.5)
+    assert float(similarity_loss(t, 5 * t)) == pytest.approx(0.0, abs=1e-7)  # scale-free
+
+
+def test_relational_term_adds_to_any_loss():
+    stats = FeatureStats(torch.zeros(2), torch.ones(2))
+    s = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[3.0, 0.0], [1.0, 0.0]])
+    plain_mse = build_loss({"name": "mse", "standardize": False})
+    with_rel = build_loss({"name": "mse", "standardize": False, "relational": 2.0})
+    assert isinstance(with_rel, WithRelational) and with_rel.name == "mse"
+    assert float(with_rel(s, t)) == pytest.approx(float(plain_mse(s, t)) + 2.0 * 0.5)
+    assert not isinstance(build_loss({"name": "bce", "relational": 0.0}, stats), WithRelational)
+    bce = build_loss({"name": "bce", "relational": 1.0}, stats)
+    z = torch.randn(3, 2)
+    assert torch.allclose(bce.to_teacher(z), z) and torch.allclose(bce.target(z), torch.sigmoid(z))
+    with pytest.raises(ValueError, match="relational weight must be >= 0"):
+        build_loss({"name": "cosine", "relational": -1.0})
+    with pytest.raises(ValueError, match="its options: standardize, eps, relational"):
+        build_loss({"name": "mse", "nope": 1})

@@ -82,6 +82,16 @@ def test_online_mode_runs_the_teacher_each_step(make_cfg, tmp_path):
     assert m["complete"] and m["teacher_mode"] == "online" and all(s["cache"] is None for s in m["sources"])
 
 
+def test_image_mean_targets_train_and_refuse_online(make_cfg, tmp_path):
+    run = distill(make_cfg(tmp_path, "distill.train.epochs=1", "distill.name=invariant",
+                           "distill.sources.labeled_train.views=2", "distill.sources.labeled_train.targets=image_mean"))
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["complete"] and m["config"]["distill"]["sources"]["labeled_train"]["targets"] == "image_mean"
+    with pytest.raises(ValueError, match="image_mean needs the cached teacher features"):
+        distill(make_cfg(tmp_path, "distill.teacher_mode=online", "distill.name=online_mean",
+                         "distill.sources.synthetic.targets=image_mean"))
+
+
 def test_bad_inputs(make_cfg, gen_run, sface, tmp_path):
     with pytest.raises(RunError, match="does not exist"):
         distill(make_cfg(tmp_path, f"distill.generate_run={tmp_path / 'nope'}"))

@@ -89,3 +89,27 @@ def test_cache_build_reuse_resume_and_staleness(gen_run, sface, tmp_path):
         FeatureCache(folder, cache_key(src, {**sig, "feature": "bn1"}, 32))
     with pytest.raises(RunError, match="store_size"):
         FeatureCache(folder, cache_key(src, sig, 64))
+
+
+def test_image_mean_targets_pair_every_view_with_its_images_mean(gen_run, sface, tmp_path):
+    from facekd.distill.cache import ImageMeanTargets
+
+    faces = SyntheticFaces(gen_run)
+    src = source(faces, n=3, views=2)
+    cache = build_feature_cache(src, sface, sface.signature, tmp_path, 32, "cpu", batch_size=3)
+    per_view = np.asarray(cache.features, dtype=np.float32)
+    means = ImageMeanTargets(cache, views=2)
+    assert len(means) == len(cache) == 6 and means.dim == cache.dim and means.images is cache.images
+    got = np.asarray(means.features[np.array([5, 0, 1, 4])], dtype=np.float32)
+    # views 0 and 1 belong to image 0, views 4 and 5 to image 2: each gets its image's mean (float16 storage)
+    want0, want2 = per_view[0:2].mean(0), per_view[4:6].mean(0)
+    np.testing.assert_allclose(got[[1, 2]], np.stack([want0, want0]), atol=2e-3)
+    np.testing.assert_allclose(got[[0, 3]], np.stack([want2, want2]), atol=2e-3)
+    assert not np.allclose(per_view[0], per_view[1])  # the two views' own targets differ
+    mean, std = means.stats()
+    np.testing.assert_allclose(mean, per_view.reshape(3, 2, -1).mean(1).mean(0), atol=2e-3)
+    assert (std >= 0).all() and std.shape == (cache.dim,)
+    with pytest.raises(ValueError, match="whole number of images"):
+        ImageMeanTargets(cache, views=4)
+    with pytest.raises(ValueError, match="targets must be one of view, image_mean"):
+        ViewSource(name="x", size=2, read=faces.batch, fingerprint="f", targets="mean")
