@@ -2,7 +2,8 @@
 
 The row reads a finished distill run (``student_run``, default ``${paths.root}/distill/<student>-<loss>``,
 the distill stage's own default folder, for seed 0 and ``<student>-<loss>-seed<k>`` distilled with
-``seed=k`` for seed k, so the spread over seeds includes the distillation's; a given ``student_run`` is
+``seed=k`` for seed k, so the spread over seeds includes the distillation's; a row with
+``distill_overrides`` gets ``<student>-<loss>-<hash of them>[-seed<k>]``; a given ``student_run`` is
 shared by every seed and only the head is reseeded) and runs the finetune stage on it under the shared split
 (:func:`facekd.finetune.finetune`, into ``${paths.root}/finetune/<this row's run folder name>``); the
 finetuned model (frozen student + norm + linear head) is then scored like every other row.
@@ -23,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
 from facekd.data.labeled import LabeledData
-from facekd.runs import RunError, read_manifest
+from facekd.runs import RunError, config_hash, read_manifest
 
 __all__ = ["FeatureKD", "student_run_path", "compose_stage_config", "ensure_distill_run"]
 
@@ -34,8 +35,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 def distill_name(cfg: Mapping[str, Any], seed: int = 0) -> str:
     """The distill run folder name of this row and seed: ``<student>-<loss>`` (the distill stage's default
-    name) for seed 0, ``<student>-<loss>-seed<k>`` for seed k."""
+    name), plus ``-<hash>`` of the row's ``distill_overrides`` when it has any (rows distilled differently
+    never share a folder), plus ``-seed<k>`` for seed k > 0."""
     name = f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}"
+    overrides = [str(o) for o in plain(cfg.get("distill_overrides") or [])]
+    if overrides:
+        name += "-" + config_hash(sorted(overrides))[:8]
     return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
 
 

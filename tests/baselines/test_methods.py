@@ -56,16 +56,19 @@ def test_hinton_kd_loss_known_values():
 
 
 def test_feature_kd_distills_a_student_per_seed(smoke_cfg, smoke_data):
-    from facekd.baselines.feature_kd import student_run_path
+    from facekd.baselines.feature_kd import distill_name, student_run_path
     from facekd.runs import RunError, read_manifest
 
     mcfg = {**smoke_cfg.baselines["feature_kd_bce"], "progress": False}
     root = smoke_cfg.paths.root
     res = run_method("feature_kd", mcfg, smoke_cfg.data, root, 1, data=smoke_data)
     run = student_run_path(mcfg, root, 1)
-    assert run.name == "resnet18-bce-seed1" and res.extra["student_run"] == str(run)
+    base = distill_name(mcfg)  # resnet18-bce-<hash of the smoke distill_overrides>
+    assert base.startswith("resnet18-bce-") and run.name == f"{base}-seed1" and res.extra["student_run"] == str(run)
     assert read_manifest(run, "distill", complete=True)["config"]["seed"] == 1
-    assert student_run_path(mcfg, root, 0).name == "resnet18-bce"  # the distill stage's default folder
+    # no overrides: the distill stage's default folder; other overrides: another folder
+    assert distill_name({"student": "resnet18", "loss": "bce"}) == "resnet18-bce"
+    assert distill_name({**mcfg, "distill_overrides": ["distill.train.epochs=1"]}) not in (base, "resnet18-bce")
     assert student_run_path({**mcfg, "student_run": "/x/y"}, root, 3) == Path("/x/y")  # one given run for all seeds
-    with pytest.raises(RunError, match="seed=2 distill.name=resnet18-bce-seed2"):
+    with pytest.raises(RunError, match=f"seed=2 distill.name={base}-seed2"):
         run_method("feature_kd", {**mcfg, "run_missing": False}, smoke_cfg.data, root, 2, data=smoke_data)
