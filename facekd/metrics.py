@@ -9,6 +9,7 @@
 - :class:`RunningMoments`: streaming per-dimension mean / variance (Chan's parallel update, float64).
 - :func:`nearest_class_mean_predict`: the nearest-class-mean classifier (cosine or euclidean).
 - :func:`triplet_accuracy` and :func:`sample_triplets`: the fraction of triplets with d(a, p) < d(a, n).
+- :func:`selection_score`: a val score with ties broken by the lower val loss (the best-epoch rule).
 
 Inputs may be numpy arrays or torch tensors (any device, any float dtype).
 """
@@ -27,7 +28,18 @@ __all__ = [
     "nearest_class_mean_predict",
     "sample_triplets",
     "triplet_accuracy",
+    "selection_score",
 ]
+
+
+def selection_score(score: float, loss: float) -> float:
+    """A val score (accuracy, F1, ...) with ties broken by the lower val loss.
+
+    The val splits of few-shot protocols are small (one image per identity), so many epochs tie on
+    accuracy or F1; keeping the earliest of them would keep an under-trained model.  The loss term,
+    ``1e-4 * min(loss, 1000)``, is below one val step for any sane loss.
+    """
+    return float(score) - 1e-4 * min(float(loss), 1e3)
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -84,8 +84,12 @@ def test_best_epoch_chosen_on_val_and_test_scored_once(smoke):
     assert metrics == read_json(run / "metrics.json")
     hist = metrics["history"]
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
-    f1 = [r["val_f1_macro"] for r in hist]
-    assert metrics["best_epoch"] == 1 + int(np.argmax(f1))  # the earliest of the best
+    # the best val macro-F1; among epochs tied on it, the lower val loss (not simply the earliest)
+    best_f1 = max(r["val_f1_macro"] for r in hist)
+    tied = [r for r in hist if r["val_f1_macro"] == best_f1]
+    assert metrics["best_epoch"] == min(tied, key=lambda r: r["val_loss"])["epoch"]
+    assert all(r["val_select"] == pytest.approx(r["val_f1_macro"] - 1e-4 * r["val_loss"]) for r in hist)
+    assert "lower val loss" in metrics["selection"]
     best = hist[metrics["best_epoch"] - 1]
     for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_micro", "recall_micro", "f1_micro"):
         assert metrics["val"][k] == best[f"val_{k}"]
@@ -182,6 +186,9 @@ def test_val_metrics_checked_by_hand():
     hit = (sp1 - 1) + 2 * sp0       # predicted class is the true one
     miss = sp0 + sp1 + (sp0 - 0)    # sample 2: logit 1 on class 1 (t 0), logit 0 on class 2 (t 1)
     assert out["val_loss"] == pytest.approx((3 * hit + miss) / 12)
+    assert "val_select" not in out
+    sel = HeadTask(model, "bce", (feats, labels), select_on="val_f1_macro").evaluate()
+    assert sel["val_select"] == pytest.approx(sel["val_f1_macro"] - 1e-4 * sel["val_loss"])
     ce = HeadTask(model, "ce", (feats, labels)).evaluate()["val_loss"]
     lse = math.log(math.e + 2)
     assert ce == pytest.approx((3 * (lse - 1) + lse) / 4)
@@ -214,6 +221,12 @@ def test_settings_refusals():
         FinetuneSettings.from_config({"student_run": "x", "loss": "hinge"})
     with pytest.raises(ValueError, match="val metric"):
         FinetuneSettings.from_config({"student_run": "x", "monitor": "test_accuracy"})
+    with pytest.raises(ValueError, match="finetune.ties"):
+        FinetuneSettings.from_config({"student_run": "x", "ties": "latest"})
+    # what the engine selects on: ties broken by val loss for a score, the loss itself for a loss
+    assert FinetuneSettings.from_config({"student_run": "x"}).select_key == "val_select"
+    assert FinetuneSettings.from_config({"student_run": "x", "ties": "earliest"}).select_key == "val_f1_macro"
+    assert FinetuneSettings.from_config({"student_run": "x", "monitor": "val_loss"}).select_key == "val_loss"
 
 
 # ---------------------------------------------------------------------------------------------- refusals

@@ -119,3 +119,12 @@ def test_sampled_triplets_are_valid_and_reproducible():
     assert triplet_accuracy(emb, labels, n_triplets=100) == 1.0
     with pytest.raises(ValueError, match="two"):
         sample_triplets([0, 1, 2], 5)
+
+
+def test_selection_score_breaks_ties_by_the_lower_loss_only():
+    from facekd.metrics import selection_score
+
+    assert selection_score(0.9, 0.5) == pytest.approx(0.9 - 5e-5)
+    assert selection_score(0.9, 0.2) > selection_score(0.9, 0.5)          # a tie: the lower loss wins
+    assert selection_score(0.925, 50.0) > selection_score(0.9, 0.0)        # one val image more always wins
+    assert selection_score(0.9, float("inf")) == pytest.approx(0.9 - 0.1)  # the loss term is capped

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, TensorDataset
 from facekd.baselines.base import plain
 from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, TrainConfig, Trainer, load_best
-from facekd.metrics import nearest_class_mean_predict
+from facekd.metrics import nearest_class_mean_predict, selection_score
 
 __all__ = [
     "RepeatedDataset",
@@ -100,11 +100,6 @@ def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
     t.update(overrides)
     tc = TrainConfig.from_config(t)
     return tc, eval_every * tc.batch_size
-
-
-def selection_score(accuracy: float, loss: float) -> float:
-    """The val selection score: accuracy, ties broken by the lower loss (val sets of few-shot splits are small)."""
-    return float(accuracy) - 1e-4 * min(float(loss), 1e3)
 
 
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

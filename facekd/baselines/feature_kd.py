@@ -91,7 +91,9 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
                        f"distill.name={run.name}` (or set run_missing: true)")
     device = str(cfg.get("device", "auto"))
     common = [f"paths.root={paths_root}", f"device={device}"]
+    progress = bool(cfg.get("progress", True))
     dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", "resume=true", *common,
+                                            f"distill.train.progress={progress}",
                                             f"seed={int(seed)}", f"distill.name={run.name}",
                                             *plain(cfg.get("distill_overrides") or [])])
     with open_dict(dcfg):
@@ -100,7 +102,8 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     if not _complete(gen_run, "generate"):
         from facekd.generators import generate
 
-        gcfg = compose_stage_config("generate", [*common, *plain(cfg.get("generate_overrides") or [])])
+        gcfg = compose_stage_config("generate", [*common, f"generate.progress={progress}",
+                                                 *plain(cfg.get("generate_overrides") or [])])
         log.info("feature_kd: generating the synthetic faces first (%s)", gen_run)
         made = generate(gcfg)
         if Path(made).resolve() != gen_run.resolve():

@@ -147,7 +147,7 @@ def _same_features(root: Path, key: dict) -> FeatureCache | None:
 @torch.no_grad()
 def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_key: dict, root: str | os.PathLike,
                         store_size: int, device: torch.device, batch_size: int = 64,
-                        chunk: int = 512, amp: bool = True) -> FeatureCache:
+                        chunk: int = 512, amp: bool = True, progress: bool = True) -> FeatureCache:
     """Compute (or finish, or reuse) the cache of ``source`` under ``root``; returns it opened.
 
     ``teacher`` must provide ``features(uint8 B x 3 x H x W) -> B x D`` and ``feature_dim``; it runs on
@@ -178,7 +178,7 @@ def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_ke
     if donor is not None:
         manifest["features_from"] = str(donor.folder)
     what = "views (features reused)" if donor is not None else "teacher features"
-    bar = tqdm(total=n, initial=start, desc=f"{what}: {source.name}", unit="img")
+    bar = tqdm(total=n, initial=start, desc=f"{what}: {source.name}", unit="img", disable=not progress)
     for lo in range(start, n, chunk):
         hi = min(n, lo + chunk)
         for b in range(lo, hi, batch_size):

@@ -176,7 +176,8 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
     src_cfg = d["sources"]
 
     def cache(source: ViewSource) -> FeatureCache:
-        return build_feature_cache(source, teacher, teacher.signature, root, store_size, device, batch_size=bs)
+        return build_feature_cache(source, teacher, teacher.signature, root, store_size, device, batch_size=bs,
+                                   progress=bool(d["train"].get("progress", True)))
 
     faces = SyntheticFaces(d["generate_run"])
     synth, holdout = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)

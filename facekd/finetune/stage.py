@@ -10,7 +10,8 @@
    augmentation and with the backbone frozen, the student's features are computed once (fast path);
    with ``finetune.augment`` the frozen student runs every step; ``finetune.unfreeze`` trains the
    student too at ``backbone_lr_scale`` times the lr;
-3. picks the best epoch on val (``finetune.monitor``, default macro F1; ties keep the earliest epoch),
+3. picks the best epoch on val (``finetune.monitor``, default macro F1; ``finetune.ties``: among tied epochs
+   the one with the lower val loss, as every baseline does, or the earliest),
    then scores the test split **once**, with the weights of that epoch;
 4. writes into ``${paths.root}/finetune/<name>``: ``metrics.json`` (the engine's per-epoch history plus
    ``val`` and ``test`` figures, the model card and the ONNX parity), ``metrics.csv``, ``f1_curve.png``,
@@ -59,6 +60,9 @@ ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = dat
                    "faces framed square as the data config frames them (data.framing); output 'scores': "
                    "float32 N x K class scores (logits), argmax = index into the 'classes' metadata")
 
+# how epochs that tie on the monitored val metric are told apart (val sets hold one image per identity)
+TIES = ("lower_val_loss", "earliest")
+
 # keys of the finetune section that do not change the result (left out of the resume hash)
 _OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots")
 _TRAIN_DEFAULTS = {"epochs": 200, "batch_size": 16, "drop_last": False, "optim": {"name": "adam", "lr": 1e-2},
@@ -79,6 +83,7 @@ class FinetuneSettings:
     unfreeze: bool = False
     backbone_lr_scale: float = 0.1
     monitor: str = "val_f1_macro"
+    ties: str = "lower_val_loss"
     eval_batch_size: int = 64
     export_onnx: bool = True
     parity_images: int = 8
@@ -94,6 +99,7 @@ class FinetuneSettings:
                   (self.backbone_lr_scale > 0, f"finetune.backbone_lr_scale must be > 0, got {self.backbone_lr_scale}"),
                   (self.monitor.startswith("val_"), f"finetune.monitor must be a val metric (val_f1_macro, "
                                                     f"val_accuracy, val_loss, ...), got {self.monitor!r}"),
+                  (self.ties in TIES, f"finetune.ties must be one of {TIES}, got {self.ties!r}"),
                   (self.parity_images >= 1, "finetune.parity_images must be >= 1"),
                   (bool(self.student_run), "finetune.student_run must name a distill run folder")]
         for ok, msg in checks:
@@ -118,6 +124,11 @@ class FinetuneSettings:
     @property
     def mode(self) -> str:
         return "min" if self.monitor.endswith("loss") else "max"
+
+    @property
+    def select_key(self) -> str:
+        """The key the engine selects on: ``val_select`` (monitor, ties to the lower val loss) or the monitor."""
+        return "val_select" if self.ties == "lower_val_loss" and self.mode == "max" else self.monitor
 
     @property
     def precomputed(self) -> bool:
@@ -255,8 +266,9 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     else:
         train_data, val = sets["train"], (xva, yva)
     task = HeadTask(model, settings.loss, val, inputs="features" if settings.precomputed else "images",
-                    unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs)
-    train_cfg = TrainConfig.from_config(settings.train, seed=seed, device=str(device), monitor=settings.monitor,
+                    unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs,
+                    select_on=settings.monitor if settings.select_key == "val_select" else None)
+    train_cfg = TrainConfig.from_config(settings.train, seed=seed, device=str(device), monitor=settings.select_key,
                                         mode=settings.mode)
     trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
     trainer = Trainer(train_cfg, run_dir, config=trainer_cfg)
@@ -269,7 +281,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     load_best(task, run_dir)
     model.eval()
     best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
-    val_metrics = {k[4:]: float(v) for k, v in best_row.items() if k.startswith("val_") and k != "val_loss"}
+    val_metrics = {k[4:]: float(v) for k, v in best_row.items() if k.startswith("val_") and k not in ("val_loss", "val_select")}
     fte = _features(model, xte, device, bs, "test features")
     with torch.no_grad():
         test_scores = predict_scores(model.classify, fte, device, bs)
@@ -293,7 +305,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     metrics.update({
         "method": "distilled student + linear head" + (" (unfrozen)" if settings.unfreeze else ""),
         "student": student.name, "seed": seed, "selection": f"best epoch by {settings.monitor} ({settings.mode}) "
-        "on val; ties keep the earliest epoch; test scored once at that epoch",
+        f"on val; ties: {settings.ties.replace('_', ' ')}; test scored once at that epoch",
         "val": val_metrics, "val_loss": float(best_row["val_loss"]), "test": test_metrics,
         "n_images": {"train": len(ytr), "val": len(yva), "test": len(yte)}, "num_classes": len(classes),
         "params": int(card["params"]), "mflops": float(card["mflops"]), "cpu_ms_per_img": float(card["cpu_ms_per_img"]),
@@ -319,7 +331,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                    onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
                    seed=seed, complete=True)
     log.info("finetune %s: best epoch %s, val %s %.4f, test accuracy %.4f, macro F1 %.4f", run_dir.name,
-             result.best_epoch, settings.monitor, result.best_value, test_metrics["accuracy"], test_metrics["f1_macro"])
+             result.best_epoch, settings.monitor, best_row[settings.monitor], test_metrics["accuracy"], test_metrics["f1_macro"])
     print(f"finetune {run_dir}: best epoch {result.best_epoch} on val; test accuracy "
           f"{100 * test_metrics['accuracy']:.2f}%, macro F1 {100 * test_metrics['f1_macro']:.2f}%")
     return metrics

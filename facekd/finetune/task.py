@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from facekd.engine import Task, autocast
 from facekd.finetune.model import SpecializedModel
-from facekd.metrics import classification_metrics
+from facekd.metrics import classification_metrics, selection_score
 
 __all__ = ["LOSSES", "classification_loss", "HeadTask", "predict_scores"]
 
@@ -58,12 +58,13 @@ class HeadTask(Task):
 
     ``val`` is ``(inputs, labels)`` of the val split, in the same form as the training batches
     (features or uint8 images).  :meth:`evaluate` returns ``val_loss`` and ``val_<metric>`` for accuracy and
-    precision / recall / F1, macro and micro, over all ``model.num_classes`` classes.
+    precision / recall / F1, macro and micro, over all ``model.num_classes`` classes; with ``select_on`` (a
+    key such as ``val_f1_macro``) also ``val_select``, that key with ties broken by the lower val loss.
     """
 
     def __init__(self, model: SpecializedModel, loss: str, val: tuple[torch.Tensor, torch.Tensor], *,
                  inputs: str = "features", unfreeze: bool = False, backbone_lr_scale: float = 0.1,
-                 eval_batch_size: int = 64) -> None:
+                 eval_batch_size: int = 64, select_on: str | None = None) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown finetune loss '{loss}'; use one of {', '.join(LOSSES)}")
@@ -80,7 +81,7 @@ class HeadTask(Task):
             model.student.requires_grad_(True)
         else:
             model.student.requires_grad_(False)
-        self.val = val
+        self.val, self.select_on = val, select_on
 
     @property
     def model(self) -> SpecializedModel:
@@ -131,4 +132,6 @@ class HeadTask(Task):
         out = {"val_loss": float(classification_loss(self.loss_name, logits, y.cpu()))}
         metrics = classification_metrics(y.cpu().numpy(), logits.argmax(1).numpy(), labels=list(range(logits.shape[1])))
         out.update({f"val_{k}": v for k, v in metrics.items()})
+        if self.select_on is not None:
+            out["val_select"] = selection_score(out[self.select_on], out["val_loss"])
         return out

@@ -51,6 +51,7 @@ class GenerateSettings:
     first_seed: int = 0
     overwrite: bool = False
     preview: int = 64
+    progress: bool = True
     filter_enabled: bool = False
     filter_threshold: float = 0.95
 
@@ -266,7 +267,7 @@ def generate(cfg: Any) -> Path:
     made = 0
     t_loop = time.perf_counter()
     bar = tqdm(total=settings.num_images, initial=done, unit=" faces", desc=f"generate {settings.name}",
-               dynamic_ncols=True, smoothing=0.1)
+               dynamic_ncols=True, smoothing=0.1, disable=not settings.progress)
     pending: Future | None = None
     next_seed = settings.first_seed
     try:

@@ -113,3 +113,11 @@ def test_image_mean_targets_pair_every_view_with_its_images_mean(gen_run, sface,
         ImageMeanTargets(cache, views=4)
     with pytest.raises(ValueError, match="targets must be one of view, image_mean"):
         ViewSource(name="x", size=2, read=faces.batch, fingerprint="f", targets="mean")
+
+
+def test_cache_progress_bar_follows_the_progress_flag(gen_run, sface, tmp_path, capsys):
+    src = source(SyntheticFaces(gen_run), n=2, views=1)
+    build_feature_cache(src, sface, sface.signature, tmp_path / "quiet", 32, "cpu", progress=False)
+    assert "teacher features" not in capsys.readouterr().err
+    build_feature_cache(src, sface, sface.signature, tmp_path / "loud", 32, "cpu", progress=True)
+    assert "teacher features: toy" in capsys.readouterr().err

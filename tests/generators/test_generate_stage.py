@@ -157,3 +157,11 @@ def test_face_filter_rejects_and_refills(make_cfg):
     other = SyntheticFaces(generate(make_cfg(*over, "generate.batch_size=5", "generate.name=f5")))
     assert np.array_equal(np.asarray(other.seeds), seeds)
     assert np.array_equal(other.batch(range(16)), faces.batch(range(16)))
+
+
+def test_progress_bar_can_be_silenced_and_is_not_part_of_the_faces_identity(make_cfg, reference, capsys):
+    run = generate(make_cfg("generate.progress=false"))
+    assert "generate" not in capsys.readouterr().err
+    assert np.array_equal(_all(run), reference)
+    generate(make_cfg("generate.progress=true"))  # the same faces: reused, not refused as another config
+    assert read_json(run / "manifest.json")["made_now"] == 64
