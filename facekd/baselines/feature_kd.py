@@ -26,7 +26,8 @@ from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_de
 from facekd.data.labeled import LabeledData
 from facekd.runs import RunError, config_hash, read_manifest
 
-__all__ = ["FeatureKD", "student_run_path", "compose_stage_config", "ensure_distill_run"]
+__all__ = ["FeatureKD", "student_run_path", "compose_stage_config", "ensure_distill_run", "ensure_generate_run",
+           "augment_preset"]
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +99,7 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
                                             *plain(cfg.get("distill_overrides") or [])])
     with open_dict(dcfg):
         dcfg.data = OmegaConf.create(plain(data_cfg))
-    gen_run = Path(dcfg.distill.generate_run)
-    if not _complete(gen_run, "generate"):
-        from facekd.generators import generate
-
-        gcfg = compose_stage_config("generate", [*common, f"generate.progress={progress}",
-                                                 *plain(cfg.get("generate_overrides") or [])])
-        log.info("feature_kd: generating the synthetic faces first (%s)", gen_run)
-        made = generate(gcfg)
-        if Path(made).resolve() != gen_run.resolve():
-            raise RunError(f"the generate stage wrote {made}, but the distill config reads {gen_run}; "
-                           "align generate.name and distill.generate_run")
+    ensure_generate_run(cfg, paths_root, plain(cfg.get("generate_overrides") or []), Path(dcfg.distill.generate_run))
     from facekd.distill.stage import distill
 
     log.info("feature_kd: distilling %s with the %s loss first (%s)", student, loss, run)
@@ -116,6 +107,40 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     if made.resolve() != run.resolve():
         raise RunError(f"the distill stage wrote {made}, expected {run}; set student_run to it")
     return run
+
+
+def ensure_generate_run(cfg: Mapping[str, Any], paths_root: str | os.PathLike, overrides: Sequence[str] = (),
+                        run: Path | None = None) -> Path:
+    """The finished generate run ``run`` (default: the distill config's ``distill.generate_run``); runs the
+    generate stage (``configs/generate.yaml`` plus ``overrides``) when it is missing."""
+    common = [f"paths.root={paths_root}", f"device={cfg.get('device', 'auto')}"]
+    if run is None:
+        run = Path(compose_stage_config("distill", common).distill.generate_run)
+    if _complete(run, "generate"):
+        return run
+    from facekd.generators import generate
+
+    gcfg = compose_stage_config("generate", [*common, f"generate.progress={bool(cfg.get('progress', True))}",
+                                             *[str(o) for o in overrides]])
+    log.info("generating the synthetic faces first (%s)", run)
+    made = generate(gcfg)
+    if Path(made).resolve() != Path(run).resolve():
+        raise RunError(f"the generate stage wrote {made}, but the distill config reads {run}; "
+                       "align generate.name and distill.generate_run")
+    return Path(run)
+
+
+def augment_preset(spec: Any) -> tuple[Any, Any]:
+    """``(steps, albumentations pipeline)`` of a preset name of ``distill.augment_presets`` or a list of steps."""
+    from facekd.data.augment import build_augmentation
+
+    if isinstance(spec, str):
+        presets = plain(compose_stage_config("distill", []).distill.augment_presets)
+        if spec not in presets:
+            raise ValueError(f"unknown augmentation preset {spec!r}; presets: {', '.join(presets)}")
+        spec = presets[spec]
+    steps = plain(spec)
+    return steps, build_augmentation(steps)
 
 
 @METHODS.register("feature_kd")

@@ -30,7 +30,7 @@ from facekd.baselines.scratch import student_config, train_classifier
 from facekd.baselines.transfer import fit_teacher_classifier, teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 
-__all__ = ["hinton_kd_loss", "KDLabels"]
+__all__ = ["hinton_kd_loss", "KDLabels", "augmented_views", "teacher_views"]
 
 
 def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -79,10 +79,9 @@ class KDLabels(Method):
                       side_predictors={"teacher": teacher})
 
 
-def teacher_views(data: LabeledData, teacher: Predictor, views: int, seed: int, augment: bool = True,
-                  batch_size: int = 64) -> TensorDataset:
-    """``views`` views of every train image (view 0 clean, the others augmented with ``data.augment``,
-    drawn reproducibly from ``seed``) with the teacher's scores: ``(images, labels, teacher scores)``."""
+def augmented_views(data: LabeledData, views: int, seed: int, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``views`` views of every train image: view 0 clean, the others augmented with ``data.augment``, drawn
+    reproducibly from ``seed``.  Returns ``(uint8 images, labels)``, view-major."""
     if views < 1:
         raise ValueError(f"kd.views must be >= 1, got {views}")
     train = split_datasets(data, ("train",), augment_train=augment)["train"]
@@ -91,8 +90,13 @@ def teacher_views(data: LabeledData, teacher: Predictor, views: int, seed: int, 
     if views > 1 and train.augment is not None:
         train.augment.set_random_seed(seed)  # albumentations draws from its own generators
         out += [torch.stack([train[i][0] for i in range(len(train))]) for _ in range(views - 1)]
-    x = torch.cat(out)
-    y = labels.repeat(len(out))
+    return torch.cat(out), labels.repeat(len(out))
+
+
+def teacher_views(data: LabeledData, teacher: Predictor, views: int, seed: int, augment: bool = True,
+                  batch_size: int = 64) -> TensorDataset:
+    """:func:`augmented_views` of the train images with the teacher's scores: ``(images, labels, teacher scores)``."""
+    x, y = augmented_views(data, views, seed, augment)
     with torch.no_grad():
         scores = torch.cat([teacher.predict(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
     return TensorDataset(x, y, scores)

@@ -1,0 +1,160 @@
+"""Named feature taps: intermediate activations of any network, read by forward hooks on module paths.
+
+A *tap* is a module path inside a network (``backbone.layer3``, ``net.body.conv_12``).  :class:`FeatureTaps`
+registers one forward hook per path and keeps the latest output of each, so a teacher or student gives
+its intermediate maps without any change to its code (the way torchdistill's forward-hook manager does)::
+
+    with FeatureTaps(student, ["backbone.layer2", "backbone.layer4"]) as taps:
+        logits = student(x)
+        maps = taps.outputs            # {"backbone.layer2": B x 128 x 8 x 8, ...}
+
+:data:`TAP_SETS` names the default tap sets of every registered network, from the bottom layer to the
+top one; :func:`tap_set` resolves a set name (or an explicit list) for a network.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["TapError", "FeatureTaps", "TAP_SETS", "module_paths", "resolve_module", "tap_set", "tap_shapes"]
+
+
+class TapError(ValueError):
+    """A tap that does not exist, or a tap set that a network does not have."""
+
+
+# Default tap sets per network name, bottom to top.  ``skd`` are the multi-layer sets (one tap per stage),
+# ``top`` the single deepest map (a FitNet hint layer), ``embedding`` the vector the network outputs.
+TAP_SETS: dict[str, dict[str, list[str]]] = {
+    "sface": {
+        "skd": ["net.body.conv_4", "net.body.conv_6", "net.body.conv_12", "net.bn1"],
+        "top": ["net.bn1"],
+        "embedding": ["net.fc1"],
+    },
+    "vggface2_resnet50": {
+        "skd": ["net.layer1", "net.layer2", "net.layer3", "net.layer4"],
+        "top": ["net.layer4"],
+        "embedding": ["net.avgpool"],
+    },
+    "facenet_vggface2": {
+        "skd": ["net.repeat_1", "net.repeat_2", "net.repeat_3", "net.block8"],
+        "top": ["net.block8"],
+        "embedding": ["net.last_bn"],
+    },
+    "resnet18": {
+        "skd": ["backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4"],
+        "top": ["backbone.layer4"],
+        "embedding": ["proj"],
+    },
+    # ConvNet-9's body is a Sequential of (conv, bn, relu) triples and max-pools: the ReLUs before each pool
+    # (blocks 1, 4, 7) and the last one (block 9).
+    "convnet9": {
+        "skd": ["body.2", "body.12", "body.22", "body.29"],
+        "top": ["body.29"],
+        "embedding": ["proj"],
+    },
+}
+TAP_SETS["facenet_casia"] = TAP_SETS["facenet_vggface2"]
+
+
+def module_paths(net: nn.Module) -> list[str]:
+    """Every addressable module path of ``net`` (the names a tap may use)."""
+    return [name for name, _ in net.named_modules() if name]
+
+
+def resolve_module(net: nn.Module, path: str, key: str = "tap") -> nn.Module:
+    """The submodule at ``path``; a :class:`TapError` naming ``key`` and the paths that exist otherwise."""
+    try:
+        return net.get_submodule(path)
+    except AttributeError:
+        paths = module_paths(net)
+        near = [p for p in paths if p.split(".")[-1] == path.split(".")[-1]] or paths[:40]
+        more = "" if len(paths) <= 40 else f" ... ({len(paths)} in all)"
+        raise TapError(f"{key}={path!r}: {type(net).__name__} has no module at that path. "
+                       f"Module paths it has: {', '.join(near)}{more}") from None
+
+
+def tap_set(net_name: str, spec: str | Sequence[str], key: str = "taps") -> list[str]:
+    """A tap set by name (``skd``, ``top``, ``embedding``) for network ``net_name``, or an explicit list as is."""
+    if isinstance(spec, str):
+        sets = TAP_SETS.get(net_name, {})
+        if spec not in sets:
+            raise TapError(f"{key}={spec!r}: network '{net_name}' has no tap set of that name; "
+                           f"it has: {', '.join(sets) or 'none (list module paths explicitly)'}")
+        return list(sets[spec])
+    return [str(p) for p in spec]
+
+
+class FeatureTaps:
+    """Forward hooks on module paths of ``net``; ``outputs`` holds each path's latest output.
+
+    Use it as a context manager (hooks removed on exit) or call :meth:`remove`.  ``detach=True`` stores
+    detached outputs (for a frozen teacher).
+    """
+
+    def __init__(self, net: nn.Module, paths: Iterable[str], detach: bool = False, key: str = "tap") -> None:
+        self.paths = list(dict.fromkeys(paths))
+        self.detach = detach
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = [resolve_module(net, p, key).register_forward_hook(self._hook(p)) for p in self.paths]
+
+    def _hook(self, path: str):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            self.outputs[path] = output.detach() if self.detach else output
+        return hook
+
+    def clear(self) -> None:
+        self.outputs = {}
+
+    def collect(self) -> dict[str, torch.Tensor]:
+        """The outputs of the last forward, in tap order; raises if a tap did not fire."""
+        missing = [p for p in self.paths if p not in self.outputs]
+        if missing:
+            raise TapError(f"tap(s) {', '.join(missing)} produced no output in the last forward pass "
+                           "(the module is not on the path the network ran)")
+        out = {p: self.outputs[p] for p in self.paths}
+        self.outputs = {}
+        return out
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "FeatureTaps":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+@torch.no_grad()
+def tap_shapes(net: nn.Module, paths: Sequence[str], input_size: int, key: str = "tap") -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of each tap, from one dry forward pass on a ``2 x 3 x S x S`` input."""
+    was_training = net.training
+    net.eval()
+    try:
+        with FeatureTaps(net, paths, detach=True, key=key) as taps:
+            net(torch.zeros(2, 3, int(input_size), int(input_size), device=_device(net)))
+            return {p: tuple(t.shape[1:]) for p, t in taps.collect().items()}
+    finally:
+        net.train(was_training)
+
+
+def _device(net: nn.Module) -> torch.device:
+    for t in (*net.parameters(), *net.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def flat_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+    """Number of values per sample of each tap."""
+    out = {}
+    for k, s in shapes.items():
+        n = 1
+        for d in s:
+            n *= int(d)
+        out[k] = n
+    return out

@@ -1,0 +1,72 @@
+"""The Eq. 6 rows (skd, skd_distilled, fitnet, at) at smoke size on ORL and the real SFace teacher."""
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facekd.baselines import run_method
+from facekd.baselines.feature_reg import kd_settings
+from facekd.distill.tap_loss import TapPairError
+from facekd.models.taps import TapError
+
+
+@pytest.mark.parametrize("row", ["skd", "fitnet", "at", "skd_distilled"])
+def test_feature_reg_rows_run_and_save_their_adapters(row, smoke_cfg, smoke_data, tmp_path):
+    mcfg = {**smoke_cfg.baselines[row], "progress": False}
+    res = run_method(mcfg["method"], mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
+    assert 0.0 <= res.accuracy <= 1.0 and res.val and res.cpu_ms_per_img > 0
+    assert res.extra["kd_loss"] == {"skd": "skd", "skd_distilled": "skd", "fitnet": "fitnet", "at": "at"}[row]
+    assert res.extra["init"] == ("distilled" if row == "skd_distilled" else "random")
+    n_pairs = 1 if row == "fitnet" else 4
+    assert len(res.extra["pairs"]) == n_pairs
+    state = load_file(str(Path(res.extra["run_dir"]) / "best.safetensors"))
+    adapters = [k for k in state if k.startswith("kd.adapters.")]
+    assert adapters, "the adapters are saved with the run's state"
+    assert any(k.startswith("kd.norms.") for k in state)
+    if row == "at":
+        assert not any(k.endswith("weight") for k in adapters)  # attention transfer has no channel adapter
+    student = {k[len("net."):] for k in state if k.startswith("net.")}
+    assert res.extra["student_params"] == sum(state["net." + k].numel() for k in student if "running" not in k
+                                              and "num_batches" not in k)
+    assert res.extra["adapter_params"] > 0 or row == "at"
+
+
+def test_distilled_init_starts_from_the_distilled_backbone(smoke_cfg, smoke_data, tmp_path):
+    from facekd.baselines.feature_reg import FeatureRegularized, _distilled_backbone
+    from facekd.baselines.scratch import build_classifier
+    from facekd.distill import load_student
+
+    mcfg = {**smoke_cfg.baselines["skd_distilled"], "progress": False}
+    method = FeatureRegularized()
+    method.prepare(smoke_data, mcfg, smoke_cfg.paths.root, 0)
+    net, _ = build_classifier(mcfg["student"], smoke_data.num_classes)
+    _distilled_backbone(net, method.student_run, torch.device("cpu"))
+    distilled = load_student(method.student_run).state_dict()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in distilled.items() if not k.startswith("proj."))
+
+
+@pytest.mark.parametrize("kd,match", [
+    ({"lambda": -1}, "kd.lambda must be >= 0"),
+    ({"beta": 1.0}, "kd.beta must be > 1"),
+    ({"lipschitz": -0.5}, "kd.lipschitz must be >= 0"),
+    ({"init": "pretrained"}, "kd.init must be 'random' or 'distilled'"),
+])
+def test_bad_kd_settings_name_the_key(kd, match):
+    with pytest.raises(TapPairError, match=match):
+        kd_settings({"kd": kd})
+
+
+def test_bad_taps_and_pairs_name_the_key(smoke_cfg, smoke_data):
+    base = {**smoke_cfg.baselines["skd"], "progress": False}
+    with pytest.raises(TapError, match="kd.student_taps='backbone.layer7'.*backbone.layer1"):
+        run_method("feature_reg", {**base, "kd": {**base["kd"], "pairs": [
+            {"student": "backbone.layer7", "teacher": "net.bn1"}]}}, smoke_cfg.data, smoke_cfg.paths.root, 0,
+            data=smoke_data)
+    with pytest.raises(TapPairError, match="pair maps .* with maps and vectors with vectors"):
+        run_method("feature_reg", {**base, "kd": {**base["kd"], "pairs": [
+            {"student": "backbone.layer4", "teacher": "net.fc1"}]}}, smoke_cfg.data, smoke_cfg.paths.root, 0,
+            data=smoke_data)
+    with pytest.raises(ValueError, match="above kd.cache_max_gb=1e-06"):
+        run_method("feature_reg", {**base, "kd": {**base["kd"], "cache_max_gb": 1e-6}}, smoke_cfg.data,
+                   smoke_cfg.paths.root, 0, data=smoke_data)
