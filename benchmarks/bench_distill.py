@@ -170,6 +170,9 @@ def main() -> None:
     p.add_argument("--sizes", default="2000,20000,100000", help="cache sizes N for the memory part ('' = skip)")
     p.add_argument("--mem-steps", type=int, default=5)
     p.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--taps", default="", help="also bench the multi-tap loop for these tap sets, e.g. skd,top,embedding "
+                   "(see benchmarks/bench_taps.py)")
+    p.add_argument("--tap-loss", dest="tap_loss", default="skd")
     args = p.parse_args()
     if args.mem_child:
         memory_child(Path(args.mem_child), args)
@@ -186,6 +189,13 @@ def main() -> None:
     print(f"distill loop (cached features, engine): {loop:10.1f} img/s")
     print(f"bare student train step:                {bare:10.1f} img/s")
     print(f"ratio loop / bare:                      {loop / bare:10.2f}")
+    if args.taps:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_taps
+
+        print()
+        bench_taps.run(argparse.Namespace(**{**vars(args), "tap_sets": args.taps, "loss": args.tap_loss,
+                                             "batch_size": args.batch_size}))
 
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if sizes:

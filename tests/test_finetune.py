@@ -63,7 +63,7 @@ def smoke(tmp_path_factory, student_run):
 
 def test_run_folder_layout_and_manifest(smoke, student_run):
     root, run, metrics, _ = smoke
-    assert run == root / "finetune" / "orl-resnet18-bce-bce"
+    assert run == root / "finetune" / "orl-resnet18-bce-sface-bce"
     for f in ("metrics.json", "metrics.csv", "f1_curve.png", "confusion.png", "model.safetensors", "model.onnx",
               "test_features.npz", "manifest.json", "best.safetensors", "checkpoint.pt"):
         assert (run / f).is_file(), f
@@ -133,7 +133,7 @@ def test_rerun_resumes_the_finished_run(smoke, student_run):
     assert again["best_epoch"] == metrics["best_epoch"]
     with pytest.raises(ResumeError, match="another configuration.*finetune.train.resume=false"):
         finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.loss=ce",
-                         "finetune.name=orl-resnet18-bce-bce"))
+                         "finetune.name=orl-resnet18-bce-sface-bce"))
     assert read_manifest(run, "finetune")["complete"]  # the finished run was left as it was
 
 
@@ -144,7 +144,7 @@ def test_unfrozen_backbone_with_augmentation_trains_the_student(smoke, student_r
                   "finetune.card_repeats=1", "finetune.train.epochs=1", "finetune.backbone_lr_scale=0.5")
     metrics = finetune(cfg)
     run = Path(metrics["run_dir"])
-    assert run.name == "orl-resnet18-bce-bce-aug-unfrozen" and metrics["method"].endswith("(unfrozen)")
+    assert run.name == "orl-resnet18-bce-sface-bce-aug-unfrozen" and metrics["method"].endswith("(unfrozen)")
     model, _ = load_finetuned(run)
     from safetensors.torch import load_file
 

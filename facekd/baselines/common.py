@@ -22,6 +22,7 @@ from facekd.baselines.base import plain
 from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, TrainConfig, Trainer, load_best
 from facekd.metrics import nearest_class_mean_predict, selection_score
+from facekd.models.standardize import Standardize
 
 __all__ = [
     "RepeatedDataset",
@@ -53,24 +54,6 @@ class RepeatedDataset(Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.base[i % len(self.base)]
-
-
-class Standardize(nn.Module):
-    """``(x - mean) / std`` with fixed per-dimension statistics (buffers), e.g. of the train features."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean.float().clone())
-        self.register_buffer("std", std.float().clamp_min(1e-6).clone())
-
-    @classmethod
-    def fit(cls, x: torch.Tensor) -> "Standardize":
-        x = x.double()
-        std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1:], dtype=x.dtype)
-        return cls(x.mean(0), std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.flatten(1).float() - self.mean) / self.std
 
 
 def seed_augmentation(dataset: Any, seed: int) -> Any:

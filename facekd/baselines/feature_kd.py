@@ -1,9 +1,9 @@
 """``feature_kd``: the paper's method as a comparison row, taken from the distill and finetune stages.
 
-The row reads a finished distill run (``student_run``, default ``${paths.root}/distill/<student>-<loss>``,
-the distill stage's own default folder, for seed 0 and ``<student>-<loss>-seed<k>`` distilled with
+The row reads a finished distill run (``student_run``, default ``${paths.root}/distill/<student>-<loss>-<teacher>``,
+the distill stage's own default folder, for seed 0 and ``<student>-<loss>-<teacher>-seed<k>`` distilled with
 ``seed=k`` for seed k, so the spread over seeds includes the distillation's; a row with
-``distill_overrides`` gets ``<student>-<loss>-<hash of them>[-seed<k>]``; a given ``student_run`` is
+``distill_overrides`` gets ``<student>-<loss>-<teacher>-<hash of them>[-seed<k>]``; a given ``student_run`` is
 shared by every seed and only the head is reseeded) and runs the finetune stage on it under the shared split
 (:func:`facekd.finetune.finetune`, into ``${paths.root}/finetune/<this row's run folder name>``); the
 finetuned model (frozen student + norm + linear head) is then scored like every other row.
@@ -35,14 +35,21 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def distill_name(cfg: Mapping[str, Any], seed: int = 0) -> str:
-    """The distill run folder name of this row and seed: ``<student>-<loss>`` (the distill stage's default
+    """The distill run folder name of this row and seed: ``<student>-<loss>-<teacher>`` (the distill stage's default
     name), plus ``-<hash>`` of the row's ``distill_overrides`` when it has any (rows distilled differently
     never share a folder), plus ``-seed<k>`` for seed k > 0."""
-    name = f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}"
+    name = f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}-{row_teacher(cfg)['name']}"
     overrides = [str(o) for o in plain(cfg.get("distill_overrides") or [])]
     if overrides:
         name += "-" + config_hash(sorted(overrides))[:8]
     return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
+
+
+def row_teacher(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's ``teacher`` section (the comparison's teacher; default the embedded SFace embedding)."""
+    from facekd.baselines.transfer import teacher_config
+
+    return teacher_config(cfg)
 
 
 def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike, seed: int = 0) -> Path:
@@ -93,12 +100,15 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     device = str(cfg.get("device", "auto"))
     common = [f"paths.root={paths_root}", f"device={device}"]
     progress = bool(cfg.get("progress", True))
-    dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", "resume=true", *common,
+    teacher = row_teacher(cfg)
+    dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
+                                            "resume=true", *common,
                                             f"distill.train.progress={progress}",
                                             f"seed={int(seed)}", f"distill.name={run.name}",
                                             *plain(cfg.get("distill_overrides") or [])])
     with open_dict(dcfg):
         dcfg.data = OmegaConf.create(plain(data_cfg))
+        dcfg.teacher = OmegaConf.merge(dcfg.teacher, OmegaConf.create(teacher))
     ensure_generate_run(cfg, paths_root, plain(cfg.get("generate_overrides") or []), Path(dcfg.distill.generate_run))
     from facekd.distill.stage import distill
 
@@ -165,7 +175,8 @@ class FeatureKD(Method):
 
         if self.student_run is None:
             raise RuntimeError("feature_kd.fit needs prepare() first (run_method calls it)")
-        section = {**plain(cfg.get("finetune") or {}), "student_run": str(self.student_run), "name": run_dir.name}
+        section = {**plain(cfg.get("finetune") or {}), "student_run": str(self.student_run), "name": run_dir.name,
+                   "expected_teacher": {k: v for k, v in row_teacher(cfg).items() if k in ("name", "feature")}}
         ft_cfg = {"finetune": section, "data": plain(data.cfg), "paths": {"root": str(self.paths_root)},
                   "seed": int(seed), "device": str(cfg.get("device", "auto"))}
         metrics = finetune(ft_cfg)

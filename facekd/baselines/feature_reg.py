@@ -202,7 +202,7 @@ class FeatureRegularized(Method):
         task.taps.remove()
         extra = {"kd_loss": kd["loss"], "lambda": float(kd["lambda"]), "views": int(kd["views"]),
                  "pairs": [f"{p.student}->{p.teacher}" for p in pairs], "init": kd["init"],
-                 "synthetic": int(kd["synthetic"]["count"]), "run_dir": str(run_dir),
+                 "synthetic": int(kd["synthetic"]["count"]),
                  "student_params": sum(p.numel() for p in task.net.parameters()),
                  "adapter_params": sum(p.numel() for p in loss.parameters())}
         if self.student_run is not None:

@@ -10,21 +10,20 @@ from torch import nn
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.data.preprocess import Preprocess
+from facekd.models.standardize import Standardize
 
 __all__ = ["PixelFeatures", "Pixels"]
 
 
-class PixelFeatures(nn.Module):
+class PixelFeatures(Standardize):
     """Preprocessed ``B x 3 x S x S`` input in [0, 1] -> grey (or RGB) pixels, standardised per pixel.
 
     ``mean`` / ``std`` are per-pixel statistics of the training images (buffers, no parameters).
     """
 
     def __init__(self, dim: int, grey: bool = True) -> None:
-        super().__init__()
+        super().__init__(dim, eps=1e-3)
         self.grey = grey
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         if self.grey:
@@ -33,7 +32,7 @@ class PixelFeatures(nn.Module):
         return x.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.raw(x) - self.mean) / self.std
+        return super().forward(self.raw(x))
 
 
 @METHODS.register("pixels")
@@ -49,7 +48,5 @@ class Pixels(Method):
         pre = Preprocess(size=size, scale=1.0 / 255.0)
         body = PixelFeatures(size * size * (1 if grey else 3), grey)
         x, _ = split_datasets(data, ("train",), augment_train=False)["train"].tensors()
-        raw = body.raw(pre(x)).double()
-        body.mean.copy_(raw.mean(0).float())
-        body.std.copy_(raw.std(0).clamp_min(1e-3).float() if len(raw) > 1 else torch.ones_like(body.std))
+        body.fit(body.raw(pre(x)))
         return Fitted(Predictor(body, pre, output="embedding"), self.student_name(cfg))

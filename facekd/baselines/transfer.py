@@ -43,11 +43,12 @@ def fit_teacher_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: P
     xva, yva = sets["val"].tensors()
     ftr = batched(teacher.features, xtr, bs).cpu()
     fva = batched(teacher.features, xva, bs).cpu()
-    std = Standardize.fit(ftr)
+    ftr, fva = ftr.flatten(1), fva.flatten(1)
+    std = Standardize.fitted(ftr)
     head_cfg = {"teacher": teacher.signature, "head": plain(cfg.get("head")), "split": data.split.id}
     head = fit_head((std(ftr), ytr), (std(fva), yva), data.num_classes, cfg, Path(run_dir) / "teacher_head",
                     seed, head_cfg)
-    body = nn.Sequential(teacher, std)
+    body = nn.Sequential(teacher, nn.Flatten(1), std)
     return Predictor(body, teacher.preprocess, head=head, output="scores").to(device).eval()
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facekd.metrics import RunningMoments
+from facekd.models.standardize import Standardize
 from facekd.registry import Registry
 
 __all__ = ["LOSSES", "FeatureStats", "FeatureLoss", "MSEFeatureLoss", "BCEFeatureLoss", "CosineFeatureLoss",
@@ -69,26 +70,11 @@ class FeatureStats:
         return cls(moments.mean.reshape(shape), moments.std.reshape(shape))
 
 
-class _Standardize(nn.Module):
-    """``(t - mean) / std`` per dimension, and its inverse; std is floored at ``eps``."""
-
-    def __init__(self, stats: FeatureStats, eps: float) -> None:
-        super().__init__()
-        self.register_buffer("mean", stats.mean.clone())
-        self.register_buffer("std", stats.std.clamp_min(eps))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return (t.float() - self.mean) / self.std
-
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return z.float() * self.std + self.mean
-
-
-def _standardizer(name: str, stats: FeatureStats | None, eps: float) -> _Standardize:
+def _standardizer(name: str, stats: FeatureStats | None, eps: float) -> Standardize:
     if stats is None:
         raise ValueError(f"loss '{name}' standardizes teacher features and needs their statistics: pass "
                          "stats=FeatureStats(mean, std) computed on the training set's teacher-feature cache")
-    return _Standardize(stats, eps)
+    return Standardize.from_stats(stats.mean, stats.std, eps)
 
 
 class FeatureLoss(nn.Module):

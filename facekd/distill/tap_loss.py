@@ -16,7 +16,7 @@ are not part of the deployed model.  Attention transfer compares channel-free at
 need no channel adapter (``adapter: none``).
 
 **Teacher targets are standardised** per channel with fixed statistics of the training targets
-(:class:`TargetNorm`), so a term's size does not depend on the teacher layer's scale.
+(:class:`~facekd.models.standardize.Standardize`, channelwise), so a term's size does not depend on the teacher layer's scale.
 
 **Loss terms** (``loss`` of a pair, registry :data:`TAP_TERMS`):
 
@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TapPair", "TapPairError", "TAP_TERMS", "common_grid", "pool_to", "TapAdapter", "TargetNorm",
+from facekd.models.standardize import Standardize
+
+__all__ = ["TapPair", "TapPairError", "TAP_TERMS", "common_grid", "pool_to", "TapAdapter",
            "TapLoss", "skd_weights", "attention_map", "spectral_norms", "parse_pairs"]
 
 
@@ -125,28 +127,6 @@ class TapAdapter(nn.Module):
         if self.grid is None:
             return self.map(x.flatten(1))
         return self.map(pool_to(x, self.grid))
-
-
-class TargetNorm(nn.Module):
-    """Per-channel standardisation of a teacher tap with fixed statistics (buffers)."""
-
-    def __init__(self, channels: int, spatial: bool) -> None:
-        super().__init__()
-        self.spatial = spatial
-        self.register_buffer("mean", torch.zeros(channels))
-        self.register_buffer("std", torch.ones(channels))
-
-    @torch.no_grad()
-    def fit(self, t: torch.Tensor) -> "TargetNorm":
-        t = t.float()
-        dims = (0, 2, 3) if self.spatial else (0,)
-        self.mean.copy_(t.mean(dims))
-        self.std.copy_(t.std(dims).clamp_min(1e-4) if t.numel() > t.shape[1] else torch.ones_like(self.std))
-        return self
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, 1, 1) if self.spatial else (1, -1)
-        return (t.float() - self.mean.view(shape)) / self.std.view(shape)
 
 
 def attention_map(x: torch.Tensor) -> torch.Tensor:
@@ -236,7 +216,7 @@ class TapLoss(nn.Module):
         self.adapters = nn.ModuleList(TapAdapter(student_shapes[p.student], teacher_shapes[p.teacher], p.adapter,
                                                  f"{key}[{i}] ({p.student} -> {p.teacher})")
                                       for i, p in enumerate(self.pairs))
-        self.norms = nn.ModuleList(TargetNorm(int(teacher_shapes[p.teacher][0]), len(teacher_shapes[p.teacher]) == 3)
+        self.norms = nn.ModuleList(Standardize(int(teacher_shapes[p.teacher][0]), eps=1e-4, channelwise=True)
                                    for p in self.pairs)
         layer = skd_weights(len(self.pairs), beta) if beta is not None else [1.0] * len(self.pairs)
         self.weights = [p.weight * w for p, w in zip(self.pairs, layer)]

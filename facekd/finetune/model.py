@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facekd.models import LinearHead, Student
+from facekd.models.standardize import Standardize
 
 __all__ = ["FEATURES", "NORMS", "FeatureNorm", "SpecializedModel", "Preprocessed"]
 
@@ -19,29 +20,23 @@ FEATURES = ("embed", "backbone")
 NORMS = ("none", "standardize", "l2")
 
 
-class FeatureNorm(nn.Module):
+class FeatureNorm(Standardize):
     """``none``; ``standardize``: ``(x - mean) / std`` with per-dimension statistics fitted on the training
     images (held as buffers, so they travel with the weights); ``l2``: unit-length rows."""
 
     def __init__(self, dim: int, mode: str = "none") -> None:
-        super().__init__()
         if mode not in NORMS:
             raise ValueError(f"unknown feature norm '{mode}'; use one of {', '.join(NORMS)}")
+        super().__init__(dim)
         self.mode = mode
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
 
-    @torch.no_grad()
-    def fit(self, feats: torch.Tensor) -> "FeatureNorm":
+    def fit(self, feats: torch.Tensor, unbiased: bool = False) -> "FeatureNorm":
         """Set mean / std from N x D training features (only used by ``standardize``)."""
-        feats = feats.float().to(self.mean.device)
-        self.mean.copy_(feats.mean(0))
-        self.std.copy_(feats.std(0, unbiased=False).clamp_min(1e-6) if len(feats) > 1 else torch.ones_like(self.std))
-        return self
+        return super().fit(feats, unbiased)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "standardize":
-            return (x - self.mean) / self.std
+            return super().forward(x)
         if self.mode == "l2":
             return F.normalize(x, dim=1)
         return x

@@ -20,7 +20,7 @@ def test_feature_reg_rows_run_and_save_their_adapters(row, smoke_cfg, smoke_data
     assert res.extra["init"] == ("distilled" if row == "skd_distilled" else "random")
     n_pairs = 1 if row == "fitnet" else 4
     assert len(res.extra["pairs"]) == n_pairs
-    state = load_file(str(Path(res.extra["run_dir"]) / "best.safetensors"))
+    state = load_file(str(Path(res.run_dir) / "best.safetensors"))
     adapters = [k for k in state if k.startswith("kd.adapters.")]
     assert adapters, "the adapters are saved with the run's state"
     assert any(k.startswith("kd.norms.") for k in state)
@@ -70,3 +70,14 @@ def test_bad_taps_and_pairs_name_the_key(smoke_cfg, smoke_data):
     with pytest.raises(ValueError, match="above kd.cache_max_gb=1e-06"):
         run_method("feature_reg", {**base, "kd": {**base["kd"], "cache_max_gb": 1e-6}}, smoke_cfg.data,
                    smoke_cfg.paths.root, 0, data=smoke_data)
+
+
+def test_every_teacher_row_follows_the_comparison_teacher(compose_smoke, tmp_path):
+    from facekd.baselines.feature_kd import distill_name
+
+    cfg = compose_smoke(tmp_path, "teacher=facenet_vggface2")
+    rows = ["transfer", "kd_labels", "feature_kd_mse", "feature_kd_bce", "feature_kd_bce_unfrozen", "skd",
+            "skd_distilled", "fitnet", "at"]
+    assert all(cfg.baselines[r].teacher.name == "facenet_vggface2" for r in rows)
+    # so the distilled rows read (or make) a distill run of that teacher, never the SFace one
+    assert "facenet_vggface2" in distill_name(cfg.baselines.feature_kd_bce)

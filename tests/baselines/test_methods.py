@@ -64,11 +64,12 @@ def test_feature_kd_distills_a_student_per_seed(smoke_cfg, smoke_data):
     res = run_method("feature_kd", mcfg, smoke_cfg.data, root, 1, data=smoke_data)
     run = student_run_path(mcfg, root, 1)
     base = distill_name(mcfg)  # resnet18-bce-<hash of the smoke distill_overrides>
-    assert base.startswith("resnet18-bce-") and run.name == f"{base}-seed1" and res.extra["student_run"] == str(run)
+    assert base.startswith("resnet18-bce-sface-") and run.name == f"{base}-seed1" and res.extra["student_run"] == str(run)
     assert read_manifest(run, "distill", complete=True)["config"]["seed"] == 1
     # no overrides: the distill stage's default folder; other overrides: another folder
-    assert distill_name({"student": "resnet18", "loss": "bce"}) == "resnet18-bce"
-    assert distill_name({**mcfg, "distill_overrides": ["distill.train.epochs=1"]}) not in (base, "resnet18-bce")
+    assert distill_name({"student": "resnet18", "loss": "bce"}) == "resnet18-bce-sface"
+    assert distill_name({"student": "resnet18", "loss": "bce", "teacher": {"name": "facenet_vggface2"}}) == "resnet18-bce-facenet_vggface2"
+    assert distill_name({**mcfg, "distill_overrides": ["distill.train.epochs=1"]}) not in (base, "resnet18-bce-sface")
     assert student_run_path({**mcfg, "student_run": "/x/y"}, root, 3) == Path("/x/y")  # one given run for all seeds
     with pytest.raises(RunError, match=f"seed=2 distill.name={base}-seed2"):
         run_method("feature_kd", {**mcfg, "run_missing": False}, smoke_cfg.data, root, 2, data=smoke_data)

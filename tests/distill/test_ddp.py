@@ -18,12 +18,12 @@ def test_torchrun_two_processes(base_run, distill_overrides, tmp_path):
            "distill.train.epochs=1"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "distill" / "resnet18-bce"
+    run = tmp_path / "distill" / "resnet18-bce-sface"
     m = json.loads((run / "manifest.json").read_text())
     assert m["complete"] and m["best_epoch"] == 1
     history = json.loads((run / "metrics.json").read_text())["history"]
     # 24 samples / (8 per batch x 2 ranks) = 1 step per rank; every rank logged the same row
     assert len(history) == 1 and "real_test_r2" in history[0]
-    summaries = [line for line in proc.stdout.splitlines() if line.startswith("distill resnet18-bce: best epoch")]
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("distill resnet18-bce-sface: best epoch")]
     assert len(summaries) == 1  # only rank 0 reports
     assert load_student(run).out_dim == 128

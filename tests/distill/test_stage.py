@@ -50,7 +50,7 @@ def test_resume_is_exact_and_other_config_refused(base_run, make_cfg, tmp_path, 
         mp.setattr(DistillTask, "on_epoch_start", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             distill(make_cfg(tmp_path))
-    run = tmp_path / "distill" / "resnet18-bce"
+    run = tmp_path / "distill" / "resnet18-bce-sface"
     with pytest.raises(RunError, match="incomplete"):
         load_student(run)
     with pytest.raises(ResumeError, match="another configuration"):

@@ -91,7 +91,7 @@ def test_alignment_rule():
     assert a(torch.randn(2, 64, 28, 28)).shape == (2, 128, 7, 7)
 
 
-def test_target_norm_standardises_per_channel():
+def test_targets_are_standardised_per_channel():
     loss = TapLoss([TapPair("s", "t", loss="mse")], {"s": (4, 2, 2)}, {"t": (3, 2, 2)})
     t = torch.randn(50, 3, 2, 2) * torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1, 1) + 5
     loss.fit_targets([t])
