@@ -109,23 +109,30 @@ class CachedBatches(_MixtureBatches):
     """Views and teacher features from feature caches (the teacher never runs)."""
 
     def __init__(self, caches: Sequence[FeatureCache], weights: Sequence[float], batch_size: int,
-                 samples_per_epoch: int | None = None, **kwargs) -> None:
+                 samples_per_epoch: int | None = None, taps: Sequence[Sequence[np.ndarray]] | None = None,
+                 **kwargs) -> None:
         self.caches = list(caches)
+        self.taps = [list(t) for t in taps] if taps else None  # per cache: one target array per tap pair
         sizes = [len(c) for c in self.caches]
         total = samples_per_epoch or sum(n for n, w in zip(sizes, weights) if w > 0)
         super().__init__(sizes, weights, batch_size, total, **kwargs)
 
-    def load(self, rows: np.ndarray, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load(self, rows: np.ndarray, epoch: int, b: int) -> tuple[torch.Tensor, ...]:
+        """``(images, features)``, plus one tensor per tap pair when the caches have tap targets."""
         first = self.caches[0]
         images = np.empty((len(rows), *first.images.shape[1:]), dtype=np.uint8)
         feats = np.empty((len(rows), first.dim), dtype=np.float16)
+        taps = [np.empty((len(rows), *t.shape[1:]), dtype=np.float16) for t in self.taps[0]] if self.taps else []
         for s in np.unique(rows[:, 0]):
             sel = np.flatnonzero(rows[:, 0] == s)
             idx = rows[sel, 1]
             order = np.argsort(idx)  # sorted reads are kinder to the page cache
             images[sel[order]] = self.caches[s].images[idx[order]]
             feats[sel[order]] = self.caches[s].features[idx[order]]
-        return torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(feats)
+            for out, src in zip(taps, self.taps[s] if self.taps else []):
+                out[sel[order]] = src[idx[order]]
+        return (torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(feats),
+                *(torch.from_numpy(t) for t in taps))
 
 
 class OnlineBatches(_MixtureBatches):

@@ -29,6 +29,7 @@ from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
 from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_items, labeled_train_source,
                                     real_eval_sources, synthetic_sources)
+from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.student_run import STAGE, STUDENT_FILE
 from facekd.distill.views import ViewSource
 from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 CONNECTOR_FILE = "connector.safetensors"
 # keys that do not change a run's result, so a resume may change them
 _OPERATIONAL = ("cache_dir", "cache_batch_size", "eval_batch_size")
+ADAPTERS_FILE = "adapters.safetensors"  # the multi-layer term's adapters (never part of the student)
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -100,14 +102,17 @@ class DistillTask(Task):
 
     def __init__(self, student: Student, loss: FeatureLoss, evals: Mapping[str, FeatureCache],
                  connector: Connector | None = None, teacher: Teacher | None = None,
-                 eval_batch_size: int = 128) -> None:
+                 eval_batch_size: int = 128, taps: TapTerm | None = None,
+                 eval_taps: Mapping[str, list[np.ndarray]] | None = None) -> None:
         super().__init__()
-        self.student, self.loss, self.connector = student, loss, connector
+        self.student, self.loss, self.connector, self.taps = student, loss, connector, taps
+        self.eval_taps = dict(eval_taps or {})
         self.__dict__["teacher"] = teacher  # not a submodule: never trained, saved or wrapped by DDP
         self.evals, self.eval_batch_size = dict(evals), int(eval_batch_size)
 
     def param_groups(self):
-        return [p for p in self.student.parameters() if p.requires_grad]
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        return params + (list(self.taps.parameters()) if self.taps is not None else [])
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         x = self.student.preprocess(images)
@@ -126,15 +131,21 @@ class DistillTask(Task):
             with torch.no_grad():
                 feats = teacher.features(images)
         else:
-            images, feats = batch
+            images, feats, *tap_targets = batch
         with torch.no_grad():
             feats = self.target_space(feats)
-        return self.loss(self.student(self._input(images)), feats)
+        loss = self.loss(self.student(self._input(images)), feats)
+        if self.taps is None:
+            return loss
+        tap_loss, terms = self.taps(tap_targets)
+        return loss + tap_loss, {"feature_loss": loss.detach(), **terms}
 
     def evaluate(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, cache in self.evals.items():
             meter, loss_sum, n = RegressionMeter(), 0.0, 0
+            tap_arrays = self.eval_taps.get(name) if self.taps is not None else None
+            tap_meters = [RegressionMeter() for _ in tap_arrays] if tap_arrays else []
             for lo in range(0, len(cache), self.eval_batch_size):
                 images = torch.from_numpy(np.array(cache.images[lo : lo + self.eval_batch_size]))
                 images = images.permute(0, 3, 1, 2).to(self.device)
@@ -144,6 +155,13 @@ class DistillTask(Task):
                 loss_sum += float(self.loss(pred, target)) * len(images)
                 n += len(images)
                 meter.update(self.loss.to_teacher(pred), target)
+                if tap_meters:
+                    self.taps.r2(tap_meters, [torch.from_numpy(np.asarray(a[lo : lo + self.eval_batch_size],
+                                                                          dtype=np.float32)).to(self.device)
+                                              for a in tap_arrays])
+                elif self.taps is not None:
+                    self.taps.hooks.clear()
+            out.update({f"{name}_tap{i}_r2": tm.compute()["r2"] for i, tm in enumerate(tap_meters)})
             m = meter.compute()
             out.update({f"{name}_loss": loss_sum / n, f"{name}_mse": m["mse"], f"{name}_mae": m["mae"],
                         f"{name}_r2": m["r2"]})
@@ -285,6 +303,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     cfg.pop("hydra", None)
     d = cfg["distill"]
     loss_opts, paper, connector_cfg = _loss_options(cfg["loss"])
+    taps_cfg = tap_settings(d)
     if d.get("teacher_mode") not in ("cached", "online"):
         raise ValueError(f"distill.teacher_mode must be 'cached' or 'online', got {d.get('teacher_mode')!r}")
     train_cfg = TrainConfig.from_config(d["train"], seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
@@ -306,7 +325,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not train_cfg.resume:
-            for f in (STUDENT_FILE, CONNECTOR_FILE, "connector.json", "summary.txt"):
+            for f in (STUDENT_FILE, CONNECTOR_FILE, ADAPTERS_FILE, "connector.json", "summary.txt"):
                 (run_dir / f).unlink(missing_ok=True)
         write_manifest(run_dir, STAGE, cfg, complete=False)
     # rank 0 builds every cache (and the split, and the connector); the others then open them
@@ -321,8 +340,23 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         loss_opts = {**loss_opts, "targets": "probabilities"}
     loss = build_loss(loss_opts, inputs.stats)
     online = d["teacher_mode"] == "online"
+    tap_term, tap_info, train_taps, eval_taps = None, None, None, {}
+    if float(taps_cfg["weight"]) > 0:
+        tap_loss = build_tap_loss(taps_cfg, student, teacher)
+        tap_args = (teacher, tap_loss, Path(d["cache_dir"]) / "taps", float(taps_cfg["cache_max_gb"]),
+                    int(d.get("cache_batch_size", 64)), bool(d["train"].get("progress", True)))
+        if info.is_main:  # rank 0 builds the tap caches; the others then open them
+            eval_taps = {k: tap_targets_for(c, *tap_args) for k, c in inputs.evals.items()}
+            train_taps = [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
+        barrier()
+        if not info.is_main:
+            train_taps = [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
+        fit_target_stats(tap_loss, train_taps[0])
+        tap_term = TapTerm(tap_loss, student, float(taps_cfg["weight"]))
+        tap_info = {**taps_cfg, "pairs": [f"{p.student}->{p.teacher}" for p in tap_loss.pairs],
+                    "adapters_file": ADAPTERS_FILE}
     task = DistillTask(student, loss, inputs.evals if info.is_main else {}, inputs.connector,
-                       teacher if online else None, d.get("eval_batch_size", 128))
+                       teacher if online else None, d.get("eval_batch_size", 128), tap_term, eval_taps)
     if not online:
         del teacher  # cached mode: the teacher never runs again
     common = dict(seed=train_cfg.seed, rank=info.rank, world_size=info.world_size,
@@ -332,7 +366,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
                              d.get("samples_per_epoch"), **common)
     else:
         data = CachedBatches(inputs.train_caches, inputs.weights, train_cfg.batch_size, d.get("samples_per_epoch"),
-                             **common)
+                             taps=train_taps, **common)
 
     result = trainer.fit(task, data)
 
@@ -340,6 +374,9 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         load_best(task, run_dir)
         save_safetensors(student.state_dict(), run_dir / STUDENT_FILE,
                          {"best_epoch": result.best_epoch, "monitor": train_cfg.monitor})
+        if tap_term is not None:
+            tap_term.remove()
+            save_safetensors(tap_term.loss.state_dict(), run_dir / ADAPTERS_FILE, {"best_epoch": result.best_epoch})
         _plot_curves(result.history, run_dir, result.best_epoch)
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)
         labeled = inputs.labeled
@@ -359,6 +396,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
                      for s, c in zip(inputs.train_sources, inputs.train_caches or [None] * len(inputs.train_sources))],
             eval_caches={k: str(c.folder) for k, c in inputs.evals.items()},
             samples_per_epoch=data.total, best_epoch=result.best_epoch, best=best, connector=inputs.connector_info,
+            taps=tap_info,
             summary=line, complete=True)
         (run_dir / "summary.txt").write_text(line + "\n")
         log.info(line)

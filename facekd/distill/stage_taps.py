@@ -1,0 +1,107 @@
+"""Multi-layer targets for the label-free distill stage: ``distill.taps``.
+
+With ``distill.taps.weight > 0`` the student is trained on
+
+    L = L_feature(embedding) + weight * L_taps
+
+where ``L_feature`` is the ``loss`` group's term on the teacher's vector feature (the embedding tap) and
+``L_taps`` a :class:`~facekd.distill.tap_loss.TapLoss` over pairs of intermediate maps (SKD's Eq. 5 by
+default).  No label is used.  The teacher's tap targets are computed once per feature cache, on the cache's
+stored views (the student's input size, upsampled by the teacher's own preprocessing), and cached per image
+bytes beside the feature caches (``<distill.cache_dir>/taps``).  Cached mode with per-view targets only: online
+mode and ``image_mean`` targets are refused with a message.
+
+The adapters train with the student and are saved as ``adapters.safetensors`` in the run folder; the
+student file (``student.safetensors``) never holds them.  Each epoch logs every tap term and, on the eval
+caches (held-out synthetic faces, real val and test photos), ``<eval>_tap<i>_r2``: R² between the adapted
+student map and the standardised teacher map.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from facekd.distill.tap_cache import teacher_tap_targets
+from facekd.distill.tap_loss import TapLoss, TapPairError, parse_pairs
+from facekd.metrics import RegressionMeter
+from facekd.models import Student, Teacher
+from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
+
+__all__ = ["DEFAULTS", "tap_settings", "build_tap_loss", "tap_targets_for", "TapTerm"]
+
+DEFAULTS = {"weight": 0.0, "loss": "skd", "student": "skd", "teacher": "skd", "pairs": None, "beta": 2.0,
+            "lipschitz": 1.0, "spectral_iters": 8, "cache_max_gb": 4.0}
+FIT_ROWS = 2048  # target statistics from at most this many rows of the first train cache
+
+
+def tap_settings(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``distill.taps`` with defaults, checked; ``weight`` 0 means off."""
+    t = {**DEFAULTS, **dict(d.get("taps") or {})}
+    if not float(t["weight"]) >= 0:
+        raise TapPairError(f"distill.taps.weight must be >= 0 (0 = no multi-layer term), got {t['weight']}")
+    if t["beta"] is not None and not float(t["beta"]) > 1:
+        raise TapPairError(f"distill.taps.beta must be > 1 (SKD weights higher layers more), got {t['beta']}; "
+                           "use distill.taps.beta=null for equal weights")
+    if float(t["lipschitz"]) < 0:
+        raise TapPairError(f"distill.taps.lipschitz must be >= 0, got {t['lipschitz']}")
+    if float(t["weight"]) > 0:
+        if d.get("teacher_mode") != "cached":
+            raise TapPairError("distill.taps needs distill.teacher_mode=cached (the tap targets are cached per view); "
+                               "set distill.taps.weight=0 for online mode")
+        bad = [n for n, s in (d.get("sources") or {}).items() if (s or {}).get("targets", "view") != "view"
+               and float((s or {}).get("weight", 0) or 0) > 0]
+        if bad:
+            raise TapPairError(f"distill.taps trains on each view's own maps; distill.sources.{bad[0]}.targets must "
+                               "be 'view'")
+    return t
+
+
+def build_tap_loss(t: Mapping[str, Any], student: Student, teacher: Teacher) -> TapLoss:
+    """The :class:`TapLoss` of the settings for this student and teacher (shapes from dry runs)."""
+    s_paths = tap_set(student.name, t["student"], "distill.taps.student")
+    t_paths = tap_set(teacher.name, t["teacher"], "distill.taps.teacher")
+    pairs = parse_pairs(t["pairs"], s_paths, t_paths, str(t["loss"]), key="distill.taps.pairs")
+    s_shapes = tap_shapes(student, [p.student for p in pairs], student.input_size, key="distill.taps.student")
+    t_shapes = tap_shapes(teacher, [p.teacher for p in pairs], teacher.preprocess.size, key="distill.taps.teacher")
+    beta = float(t["beta"]) if t["beta"] is not None and t["loss"] == "skd" else None
+    return TapLoss(pairs, s_shapes, t_shapes, beta=beta, lipschitz=float(t["lipschitz"]),
+                   spectral_iters=int(t["spectral_iters"]), key="distill.taps.pairs")
+
+
+def tap_targets_for(cache: Any, teacher: Teacher, loss: TapLoss, cache_dir: Any, max_gb: float, batch_size: int,
+                    progress: bool) -> list[np.ndarray]:
+    """Teacher tap targets of every stored view of a feature cache (memory-mapped fp16, one array per pair)."""
+    images = torch.from_numpy(np.array(cache.images)).permute(0, 3, 1, 2).contiguous()
+    return teacher_tap_targets(teacher, images, [p.teacher for p in loss.pairs], loss.grids, cache_dir, max_gb,
+                               batch_size, progress, key_name="distill.taps.cache_max_gb")
+
+
+def fit_target_stats(loss: TapLoss, targets: Sequence[np.ndarray]) -> None:
+    rows = np.linspace(0, len(targets[0]) - 1, min(len(targets[0]), FIT_ROWS)).astype(np.int64)
+    loss.fit_targets([torch.from_numpy(np.asarray(t[rows], dtype=np.float32)) for t in targets])
+
+
+class TapTerm(torch.nn.Module):
+    """The distill task's multi-layer term: hooks on the student, the tap loss and its weight."""
+
+    def __init__(self, loss: TapLoss, student: Student, weight: float) -> None:
+        super().__init__()
+        self.loss, self.weight = loss, float(weight)
+        self.__dict__["hooks"] = FeatureTaps(student, [p.student for p in loss.pairs], key="distill.taps.student")
+
+    def forward(self, targets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted term for the student's last forward pass."""
+        total, terms = self.loss(self.hooks.collect(), targets)
+        return self.weight * total, {"taps": total.detach(), **terms}
+
+    @torch.no_grad()
+    def r2(self, meters: list[RegressionMeter], targets: Sequence[torch.Tensor]) -> None:
+        """Update per-pair R² meters (adapted student vs standardised teacher) from the last forward pass."""
+        student = self.hooks.collect()
+        for meter, p, adapter, norm, t in zip(meters, self.loss.pairs, self.loss.adapters, self.loss.norms, targets):
+            meter.update(adapter(student[p.student]).float().flatten(1), norm(t).flatten(1))
+
+    def remove(self) -> None:
+        self.hooks.remove()

@@ -1,0 +1,49 @@
+"""The label-free distill stage with multi-layer targets (distill.taps) at smoke size, real teacher and faces."""
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facekd.distill import load_student
+from facekd.distill.stage import distill
+from facekd.distill.tap_loss import TapPairError
+from facekd.models.taps import TapError
+
+
+def test_taps_run_saves_adapters_apart_from_the_student(make_cfg, tmp_path):
+    run = distill(make_cfg(tmp_path, "student.input_size=32", "distill.taps.weight=1.0", "distill.name=taps"))
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["complete"] and m["uses_labels"] is False
+    assert m["taps"]["pairs"] == ["backbone.layer1->net.body.conv_4", "backbone.layer2->net.body.conv_6",
+                                  "backbone.layer3->net.body.conv_12", "backbone.layer4->net.bn1"]
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    for k in ("taps", "feature_loss", "kd/skd/0", "kd/skd/3", "real_val_tap0_r2", "real_test_tap3_r2", "holdout_tap2_r2"):
+        assert k in rows[0], k
+    assert all(float(r["taps"]) > 0 for r in rows)
+    adapters = load_file(str(run / "adapters.safetensors"))
+    assert any(k.startswith("adapters.0.") for k in adapters) and any(k.startswith("norms.3.") for k in adapters)
+    student = load_file(str(run / "student.safetensors"))
+    assert not any("adapter" in k or k.startswith("norms.") for k in student)
+    loaded = load_student(run)  # the student alone, as finetune reads it
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in student.items() if "num_batches" not in k)
+    assert all(not m._forward_hooks for m in loaded.modules())
+
+
+@pytest.mark.parametrize("override,error,match", [
+    ("distill.taps.beta=1.0", TapPairError, "distill.taps.beta must be > 1"),
+    ("distill.taps.weight=-1", TapPairError, "distill.taps.weight must be >= 0"),
+])
+def test_bad_tap_settings_are_refused_before_work(make_cfg, tmp_path, override, error, match):
+    with pytest.raises(error, match=match):
+        distill(make_cfg(tmp_path, "distill.taps.weight=1.0", override) if "weight" not in override
+                else make_cfg(tmp_path, override))
+
+
+def test_taps_need_cached_mode_and_real_paths(make_cfg, tmp_path):
+    with pytest.raises(TapPairError, match="distill.taps needs distill.teacher_mode=cached"):
+        distill(make_cfg(tmp_path, "distill.taps.weight=1.0", "distill.teacher_mode=online"))
+    with pytest.raises(TapError, match="distill.taps.student='backbone.layer9'"):
+        distill(make_cfg(tmp_path, "student.input_size=32", "distill.taps.weight=1.0",
+                         "distill.taps.student=[backbone.layer9]", "distill.taps.teacher=[net.bn1]"))
