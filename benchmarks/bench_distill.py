@@ -39,6 +39,7 @@ from facekd.distill.views import ViewSource  # noqa: E402
 from facekd.engine import TrainConfig, Trainer, autocast, build_optimizer, resolve_device, seed_everything  # noqa: E402
 from facekd.models import build_student, build_teacher  # noqa: E402
 from facekd.runs import write_json  # noqa: E402
+from timing import steps_per_second  # noqa: E402
 
 
 def real_cache(root: Path, faces: int, input_size: int, device: torch.device) -> FeatureCache:
@@ -121,16 +122,7 @@ def bare_speed(cache: FeatureCache, args, device: torch.device) -> float:
         loss.backward()
         opt.step()
 
-    for _ in range(min(5, args.steps)):
-        step()
-    if cl:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if cl:
-        torch.cuda.synchronize()
-    return args.steps * args.batch_size / (time.perf_counter() - t0)
+    return steps_per_second(step, args.steps, device) * args.batch_size
 
 
 def memory_child(folder: Path, args) -> None:

@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -27,6 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from facekd.baselines.common import RepeatedDataset  # noqa: E402
+from timing import steps_per_second  # noqa: E402
 from facekd.baselines.feature_reg import FeatureRegularizedTask, TapTargets  # noqa: E402
 from facekd.distill.tap_cache import teacher_tap_targets  # noqa: E402
 from facekd.distill.tap_loss import TapLoss, parse_pairs  # noqa: E402
@@ -99,16 +99,7 @@ def bare_speed(args, images: torch.Tensor, device: torch.device) -> float:
         loss.backward()
         opt.step()
 
-    for _ in range(min(5, args.steps)):
-        step()
-    if cl:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if cl:
-        torch.cuda.synchronize()
-    return args.steps * args.batch_size / (time.perf_counter() - t0)
+    return steps_per_second(step, args.steps, device) * args.batch_size
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

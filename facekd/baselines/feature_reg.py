@@ -43,7 +43,7 @@ from facekd.baselines.scratch import build_classifier, student_config
 from facekd.baselines.transfer import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.distill.tap_cache import teacher_tap_targets
-from facekd.distill.tap_loss import TapLoss, TapPairError, parse_pairs
+from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs
 from facekd.models import build_teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 
@@ -63,11 +63,7 @@ def kd_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     lam = float(kd["lambda"])
     if not lam >= 0:
         raise TapPairError(f"kd.lambda must be >= 0 (the weight of the KD term in L = CE + lambda/2 * L_KD), got {lam}")
-    if kd["beta"] is not None and not float(kd["beta"]) > 1:
-        raise TapPairError(f"kd.beta must be > 1 (SKD weights higher layers more: 1/beta^(L-1-i)), got {kd['beta']}; "
-                           "use kd.beta=null for equal weights")
-    if float(kd["lipschitz"]) < 0:
-        raise TapPairError(f"kd.lipschitz must be >= 0, got {kd['lipschitz']}")
+    check_tap_options(kd["beta"], kd["lipschitz"], "kd")
     if kd["init"] not in ("random", "distilled"):
         raise TapPairError(f"kd.init must be 'random' or 'distilled', got {kd['init']!r}")
     if int(kd["views"]) < 1:

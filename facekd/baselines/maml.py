@@ -29,7 +29,6 @@ A split without ``n_way`` identities holding ``k_shot + q_query`` train images e
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 

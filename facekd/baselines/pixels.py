@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import nn
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor
 from facekd.data.labeled import LabeledData, split_datasets

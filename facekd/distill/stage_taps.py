@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from facekd.distill.tap_cache import teacher_tap_targets
-from facekd.distill.tap_loss import TapLoss, TapPairError, parse_pairs
+from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs
 from facekd.metrics import RegressionMeter
 from facekd.models import Student, Teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
@@ -41,11 +41,7 @@ def tap_settings(d: Mapping[str, Any]) -> dict[str, Any]:
     t = {**DEFAULTS, **dict(d.get("taps") or {})}
     if not float(t["weight"]) >= 0:
         raise TapPairError(f"distill.taps.weight must be >= 0 (0 = no multi-layer term), got {t['weight']}")
-    if t["beta"] is not None and not float(t["beta"]) > 1:
-        raise TapPairError(f"distill.taps.beta must be > 1 (SKD weights higher layers more), got {t['beta']}; "
-                           "use distill.taps.beta=null for equal weights")
-    if float(t["lipschitz"]) < 0:
-        raise TapPairError(f"distill.taps.lipschitz must be >= 0, got {t['lipschitz']}")
+    check_tap_options(t["beta"], t["lipschitz"], "distill.taps")
     if float(t["weight"]) > 0:
         if d.get("teacher_mode") != "cached":
             raise TapPairError("distill.taps needs distill.teacher_mode=cached (the tap targets are cached per view); "

@@ -185,6 +185,15 @@ TAP_TERMS: dict[str, Callable[..., torch.Tensor]] = {
     "mse": _mse, "fitnet": _mse, "cosine": _cosine, "bce": _bce, "at": _at, "skd": _skd}
 
 
+def check_tap_options(beta: float | None, lipschitz: float, prefix: str) -> None:
+    """Refuse ``beta <= 1`` (SKD weights higher layers more; ``None`` = equal weights) and ``lipschitz < 0``."""
+    if beta is not None and not float(beta) > 1:
+        raise TapPairError(f"{prefix}.beta must be > 1 (SKD weights higher layers more: 1/beta^(L-1-i)), got {beta}; "
+                           f"use {prefix}.beta=null for equal weights")
+    if not float(lipschitz) >= 0:
+        raise TapPairError(f"{prefix}.lipschitz must be >= 0, got {lipschitz}")
+
+
 def skd_weights(n: int, beta: float) -> list[float]:
     """Eq. 5's layer weights ``1 / beta^(L-1-i)`` for ``i = 1..L`` (bottom to top)."""
     if not beta > 1:

@@ -14,7 +14,7 @@ def _identity_loss(pairs, s_shapes, t_shapes, **kw):
     loss = TapLoss(pairs, s_shapes, t_shapes, **kw)
     with torch.no_grad():
         for a in loss.adapters:
-            conv, bn = a.map[0], a.map[1]
+            conv = a.map[0]
             conv.weight.copy_(torch.eye(conv.weight.shape[0]).view_as(conv.weight))
         loss.eval()  # BatchNorm with fresh running stats (mean 0, var 1) is the identity up to eps
     return loss
