@@ -17,9 +17,11 @@ Rows (``configs/baseline/``):
   as regulariser;
 * ``fitnet``, ``at``: the same machinery with other loss terms.
 
-The teacher scores ``kd.views`` fixed views of every train image (view 0 clean, the others augmented with
-``data.augment``, drawn from the seed); its tap targets are cached per image bytes in
-``${paths.root}/cache/teacher_taps``.  With ``kd.synthetic.count > 0`` the KD term also draws on that many
+``kd.teacher_mode: cached`` (CPU-friendly): the teacher scores ``kd.views`` fixed views of every train image
+(view 0 clean, the others augmented with ``data.augment``, drawn from the seed); its tap targets are cached per
+image bytes in ``${paths.root}/cache/teacher_taps``, and the student trains on those fixed views.
+``online``: the student trains on freshly augmented views every step, exactly the ``scratch`` row's data, and
+the teacher runs on each batch (the target statistics come from 4 cached views per photo).  With ``kd.synthetic.count > 0`` the KD term also draws on that many
 unlabeled synthetic faces of the generate run (target-like augmentation); those carry no label, only CE on
 the labeled views uses labels.
 """
@@ -34,16 +36,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
-from facekd.baselines.common import ImageClassifierTask, step_train_config, train_engine
+from facekd.baselines.common import ImageClassifierTask, seed_augmentation, step_train_config, train_engine
 from facekd.baselines.kd_labels import augmented_views
 from facekd.baselines.scratch import build_classifier, student_config
 from facekd.baselines.transfer import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.distill.tap_cache import teacher_tap_targets
-from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs
+from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs, pool_to
+from facekd.models.base import Teacher
 from facekd.models import build_teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 
@@ -57,7 +60,7 @@ UNLABELED = -1
 def kd_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The row's ``kd`` section with defaults, checked (errors name the key)."""
     kd = {"loss": "skd", "lambda": 1.0, "beta": 2.0, "lipschitz": 1.0, "spectral_iters": 8, "student_taps": "skd", "teacher_taps": "skd",
-          "pairs": None, "views": 24, "cache_max_gb": 4.0, "init": "random",
+          "pairs": None, "views": 24, "cache_max_gb": 4.0, "init": "random", "teacher_mode": "cached",
           **plain(cfg.get("kd") or {})}
     kd["synthetic"] = {"count": 0, "augment": "target_like", "generate_overrides": [], **(kd.get("synthetic") or {})}
     lam = float(kd["lambda"])
@@ -66,6 +69,8 @@ def kd_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     check_tap_options(kd["beta"], kd["lipschitz"], "kd")
     if kd["init"] not in ("random", "distilled"):
         raise TapPairError(f"kd.init must be 'random' or 'distilled', got {kd['init']!r}")
+    if kd["teacher_mode"] not in ("cached", "online"):
+        raise TapPairError(f"kd.teacher_mode must be 'cached' or 'online', got {kd['teacher_mode']!r}")
     if int(kd["views"]) < 1:
         raise TapPairError(f"kd.views must be >= 1, got {kd['views']}")
     if int(kd["synthetic"]["count"]) < 0:
@@ -92,14 +97,28 @@ class FeatureRegularizedTask(ImageClassifierTask):
     """Cross-entropy on the labeled items plus ``lambda/2`` times the tap loss on every item; logs each term."""
 
     def __init__(self, net: nn.Module, preprocess: Any, val: tuple[torch.Tensor, torch.Tensor], kd: TapLoss,
-                 student_taps: Sequence[str], lam: float, eval_batch_size: int = 64) -> None:
+                 student_taps: Sequence[str], lam: float, eval_batch_size: int = 64,
+                 teacher: Teacher | None = None) -> None:
         super().__init__(net, preprocess, val, eval_batch_size=eval_batch_size)
         self.kd = kd
         self.lam = float(lam)
         self.taps = FeatureTaps(net, student_taps, key="kd.student_taps")
+        self.__dict__["teacher"] = teacher  # online mode: runs every step; never trained or saved
+        self.__dict__["teacher_taps"] = (FeatureTaps(teacher, [p.teacher for p in kd.pairs], detach=True,
+                                                     key="kd.teacher_taps") if teacher is not None else None)
+
+    @torch.no_grad()
+    def teacher_targets(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Online mode: the teacher's tap maps of this batch, pooled onto each pair's grid."""
+        if self.teacher.device != images.device:
+            self.teacher.to(images.device)
+        self.teacher.features(images)
+        return [pool_to(t.float(), g) for t, g in zip(self.teacher_taps.collect().values(), self.kd.grids)]
 
     def training_step(self, batch: Any) -> Any:
         images, labels, *targets = batch
+        if not targets:
+            targets = self.teacher_targets(images)
         logits = self.net(self.inputs(images)).float()
         student = self.taps.collect()
         labeled = labels != UNLABELED
@@ -177,7 +196,9 @@ class FeatureRegularized(Method):
         loss = TapLoss(pairs, s_shapes, t_shapes, beta=None if kd["beta"] is None or kd["loss"] != "skd" else float(kd["beta"]),
                        lipschitz=float(kd["lipschitz"]), spectral_iters=int(kd["spectral_iters"]))
 
-        images, labels = augmented_views(data, int(kd["views"]), seed, bool(cfg.get("augment", True)))
+        online = kd["teacher_mode"] == "online"
+        # cached: the teacher's maps of `views` fixed views per photo; online: of 4 views, for the target statistics
+        images, labels = augmented_views(data, 4 if online else int(kd["views"]), seed, bool(cfg.get("augment", True)))
         if self.synthetic_run is not None:
             syn = self._synthetic_views(int(kd["synthetic"]["count"]), kd["synthetic"]["augment"], images.shape[-1], seed)
             images = torch.cat([images, syn])
@@ -187,16 +208,26 @@ class FeatureRegularized(Method):
                                       float(kd["cache_max_gb"]), int(cfg.get("eval_batch_size", 64)), progress)
         loss.fit_targets([torch.from_numpy(np.asarray(t[labels.numpy() != UNLABELED], dtype=np.float32))
                           for t in targets])
-        del teacher
 
-        sets = split_datasets(data, ("val",), augment_train=False)
+        sets = split_datasets(data, ("train", "val") if online else ("val",),
+                              augment_train=bool(cfg.get("augment", True)))
+        if online:  # fresh augmented views every step, exactly the scratch row's data; the teacher runs on each
+            train_set: Dataset = seed_augmentation(sets["train"], seed)
+            if self.synthetic_run is not None:
+                syn = labels == UNLABELED
+                train_set = ConcatDataset([train_set, TensorDataset(images[syn], labels[syn])])
+        else:
+            train_set = TapTargets(images, labels, targets)
+            teacher = None
         tc, per_epoch = step_train_config(cfg, seed)
         task = FeatureRegularizedTask(net, pre, sets["val"].tensors(), loss, [p.student for p in pairs],
-                                      float(kd["lambda"]), int(cfg.get("eval_batch_size", 64)))
-        train_engine(task, TapTargets(images, labels, targets), tc, per_epoch, run_dir,
-                     {"method": cfg, "split": data.split.id})
+                                      float(kd["lambda"]), int(cfg.get("eval_batch_size", 64)), teacher=teacher)
+        train_engine(task, train_set, tc, per_epoch, run_dir, {"method": cfg, "split": data.split.id})
         task.taps.remove()
-        extra = {"kd_loss": kd["loss"], "lambda": float(kd["lambda"]), "views": int(kd["views"]),
+        if task.teacher_taps is not None:
+            task.teacher_taps.remove()
+        extra = {"kd_loss": kd["loss"], "lambda": float(kd["lambda"]), "teacher_mode": kd["teacher_mode"],
+                 "views": None if online else int(kd["views"]),
                  "pairs": [f"{p.student}->{p.teacher}" for p in pairs], "init": kd["init"],
                  "synthetic": int(kd["synthetic"]["count"]),
                  "student_params": sum(p.numel() for p in task.net.parameters()),

@@ -51,6 +51,7 @@ def test_distilled_init_starts_from_the_distilled_backbone(smoke_cfg, smoke_data
     ({"beta": 1.0}, "kd.beta must be > 1"),
     ({"lipschitz": -0.5}, "kd.lipschitz must be >= 0"),
     ({"init": "pretrained"}, "kd.init must be 'random' or 'distilled'"),
+    ({"teacher_mode": "live"}, "kd.teacher_mode must be 'cached' or 'online'"),
 ])
 def test_bad_kd_settings_name_the_key(kd, match):
     with pytest.raises(TapPairError, match=match):
@@ -81,3 +82,24 @@ def test_every_teacher_row_follows_the_comparison_teacher(compose_smoke, tmp_pat
     assert all(cfg.baselines[r].teacher.name == "facenet_vggface2" for r in rows)
     # so the distilled rows read (or make) a distill run of that teacher, never the SFace one
     assert "facenet_vggface2" in distill_name(cfg.baselines.feature_kd_bce)
+
+
+def test_online_mode_runs_the_teacher_on_fresh_views(smoke_cfg, smoke_data, monkeypatch):
+    """Online: the student sees the scratch row's freshly augmented views (plus unlabeled synthetic faces) and
+    the teacher scores every batch; the CE term never sees the unlabeled faces' placeholder label."""
+    from facekd.baselines.feature_reg import UNLABELED, FeatureRegularizedTask
+
+    seen = []
+    original = FeatureRegularizedTask.teacher_targets
+
+    def spy(self, images):
+        seen.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(FeatureRegularizedTask, "teacher_targets", spy)
+    base = {**smoke_cfg.baselines["skd"], "progress": False}
+    mcfg = {**base, "kd": {**base["kd"], "teacher_mode": "online", "synthetic": {"count": 8}}}
+    res = run_method("feature_reg", mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
+    assert res.extra["teacher_mode"] == "online" and res.extra["synthetic"] == 8 and res.extra["views"] is None
+    assert seen == [8, 8], "the teacher scores each of the 2 training batches of 8"
+    assert UNLABELED == -1
