@@ -60,7 +60,8 @@ def build(tap_name: str, images: torch.Tensor, args, device: torch.device, root:
     pairs = parse_pairs(None, tap_set(args.student, tap_name), tap_set("sface", tap_name), args.loss)
     s_shapes = tap_shapes(net, [p.student for p in pairs], args.input_size)
     t_shapes = tap_shapes(teacher, [p.teacher for p in pairs], 112)
-    loss = TapLoss(pairs, s_shapes, t_shapes, beta=2.0 if args.loss == "skd" else None, spectral_iters=8)
+    loss = TapLoss(pairs, s_shapes, t_shapes, beta=2.0 if args.loss == "skd" else None,
+                   spectral_iters=getattr(args, "spectral_iters", 8))
     targets = teacher_tap_targets(teacher, images, [p.teacher for p in pairs], loss.grids, root / "tap_cache",
                                   progress=False)
     loss.fit_targets([torch.from_numpy(np.asarray(t, dtype=np.float32)) for t in targets])
@@ -105,6 +106,7 @@ def bare_speed(args, images: torch.Tensor, device: torch.device) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tap-sets", default="skd,top,embedding", help="tap set names, paired student/teacher")
     p.add_argument("--tap-loss", dest="loss", default="skd")
+    p.add_argument("--spectral-iters", type=int, default=8, help="power iterations per spectral norm (0 = exact SVD)")
 
 
 def run(args) -> None:
