@@ -39,23 +39,14 @@ from facekd.distill.views import ViewSource  # noqa: E402
 from facekd.engine import TrainConfig, Trainer, autocast, build_optimizer, resolve_device, seed_everything  # noqa: E402
 from facekd.models import build_student, build_teacher  # noqa: E402
 from facekd.runs import write_json  # noqa: E402
-from timing import steps_per_second  # noqa: E402
+from common import real_generate_run, steps_per_second  # noqa: E402
 
 
 def real_cache(root: Path, faces: int, input_size: int, device: torch.device) -> FeatureCache:
     """A cache of ``faces`` real DCGAN faces with real SFace features (generated and built once)."""
-    from hydra import compose, initialize_config_dir
-
     from facekd.data.synthetic import SyntheticFaces
-    from facekd.generators import generate
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("generate", overrides=[f"paths.root={root}", f"generate.num_images={faces}"])
-    run = root / "generate" / "dcgan"
-    if not (run / "manifest.json").exists():
-        generate(cfg)
-    syn = SyntheticFaces(run)
+    syn = SyntheticFaces(real_generate_run(root, faces))
     source = ViewSource(name="bench", size=len(syn), read=syn.batch, fingerprint=syn.config_hash)
     teacher = build_teacher({"name": "sface"}).to(device)
     return build_feature_cache(source, teacher, teacher.signature, root / "cache", input_size, device)

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from facekd.baselines.common import RepeatedDataset  # noqa: E402
-from timing import steps_per_second  # noqa: E402
+from common import real_generate_run, steps_per_second  # noqa: E402
 from facekd.baselines.feature_reg import FeatureRegularizedTask, TapTargets  # noqa: E402
 from facekd.distill.tap_cache import teacher_tap_targets  # noqa: E402
 from facekd.distill.tap_loss import TapLoss, parse_pairs  # noqa: E402
@@ -39,17 +39,9 @@ CLASSES = 40
 
 def real_faces(root: Path, faces: int) -> torch.Tensor:
     """``faces`` real DCGAN faces (uint8 N x 3 x 64 x 64), generated once under ``root``."""
-    from hydra import compose, initialize_config_dir
-
     from facekd.data.synthetic import SyntheticFaces
-    from facekd.generators import generate
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("generate", overrides=[f"paths.root={root}", f"generate.num_images={faces}"])
-    run = root / "generate" / "dcgan"
-    if not (run / "manifest.json").exists():
-        generate(cfg)
+    run = real_generate_run(root, faces)
     return torch.from_numpy(SyntheticFaces(run).batch(np.arange(faces))).permute(0, 3, 1, 2).contiguous()
 
 
