@@ -27,7 +27,6 @@ the labeled views uses labels.
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -51,8 +50,6 @@ from facekd.models import build_teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 
 __all__ = ["TapTargets", "FeatureRegularizedTask", "FeatureRegularized", "kd_settings"]
-
-log = logging.getLogger(__name__)
 
 UNLABELED = -1
 

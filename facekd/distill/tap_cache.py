@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -93,6 +93,3 @@ def teacher_tap_targets(teacher: Teacher, images: torch.Tensor, paths: Sequence[
     write_json(folder / INDEX, {"key": key, **material, "count": len(images)})
     return [np.load(folder / f"{i}.npy", mmap_mode="r") for i in range(len(paths))]
 
-
-def load_index(folder: str | Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / INDEX).read_text())

@@ -13,7 +13,7 @@ top one; :func:`tap_set` resolves a set name (or an explicit list) for a network
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -148,13 +148,3 @@ def _device(net: nn.Module) -> torch.device:
         return t.device
     return torch.device("cpu")
 
-
-def flat_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
-    """Number of values per sample of each tap."""
-    out = {}
-    for k, s in shapes.items():
-        n = 1
-        for d in s:
-            n *= int(d)
-        out[k] = n
-    return out

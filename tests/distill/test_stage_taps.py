@@ -37,8 +37,7 @@ def test_taps_run_saves_adapters_apart_from_the_student(make_cfg, tmp_path):
 ])
 def test_bad_tap_settings_are_refused_before_work(make_cfg, tmp_path, override, error, match):
     with pytest.raises(error, match=match):
-        distill(make_cfg(tmp_path, "distill.taps.weight=1.0", override) if "weight" not in override
-                else make_cfg(tmp_path, override))
+        distill(make_cfg(tmp_path, override))
 
 
 def test_taps_need_cached_mode_and_real_paths(make_cfg, tmp_path):
