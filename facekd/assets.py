@@ -25,6 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+from facekd.errors import FacekdError
 
 __all__ = [
     "EmbeddedAsset",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class AssetError(RuntimeError):
+class AssetError(FacekdError, RuntimeError):
     """Base class of asset resolution errors."""
 
 

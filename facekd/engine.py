@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 
 from facekd.config import plain as _plain
 from facekd.runs import atomic_path, config_hash, write_json
+from facekd.errors import FacekdError
 
 __all__ = [
     "NonFiniteLossError",
@@ -109,7 +110,7 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped and its last good checkpoint was kept."""
 
 
-class ResumeError(RuntimeError):
+class ResumeError(FacekdError, RuntimeError):
     """A checkpoint cannot be resumed by this run (it belongs to another configuration)."""
 
 

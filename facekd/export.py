@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from facekd.runs import atomic_path
+from facekd.errors import FacekdError
 
 __all__ = ["ExportError", "export_onnx", "check_onnx", "INPUT_NAME", "OUTPUT_NAME"]
 
@@ -29,7 +30,7 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
 
 
-class ExportError(RuntimeError):
+class ExportError(FacekdError, RuntimeError):
     """The model could not be exported, or the export disagrees with torch."""
 
 

@@ -14,6 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from facekd.errors import FacekdError
 
 __all__ = [
     "RunError",
@@ -29,7 +30,7 @@ __all__ = [
 MANIFEST = "manifest.json"
 
 
-class RunError(RuntimeError):
+class RunError(FacekdError, RuntimeError):
     """A run folder is missing, incomplete, stale or from another configuration."""
 
 

@@ -44,6 +44,7 @@ from facekd.data.datasets import LabeledFaces
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, Trainer, load_best
+from facekd.errors import FacekdError
 
 __all__ = ["EpisodeError", "SupportNorm2d", "Conv4", "EpisodeSampler", "MAMLLearner", "MAMLTask", "MAML",
            "check_episodes"]
@@ -51,7 +52,7 @@ __all__ = ["EpisodeError", "SupportNorm2d", "Conv4", "EpisodeSampler", "MAMLLear
 HEAD_W, HEAD_B = "head.weight", "head.bias"
 
 
-class EpisodeError(ValueError):
+class EpisodeError(FacekdError, ValueError):
     """The labeled set is too small for the requested N-way K-shot episodes."""
 
 

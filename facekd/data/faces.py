@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from facekd.errors import FacekdError
 
 __all__ = ["FaceSet", "FaceDataError", "IMAGE_SUFFIXES", "read_image", "load_folder", "load_orl", "load_faces"]
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp"}
 
 
-class FaceDataError(ValueError):
+class FaceDataError(FacekdError, ValueError):
     """A face folder, image or split request that cannot be used, with the reason."""
 
 

@@ -25,6 +25,7 @@ from facekd.distill.tap_loss import pool_to
 from facekd.models.base import Teacher
 from facekd.models.taps import FeatureTaps, tap_shapes
 from facekd.runs import write_json
+from facekd.errors import FacekdError
 
 __all__ = ["TapCacheError", "aligned_shapes", "cache_bytes", "tensor_sha256", "teacher_tap_targets"]
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 INDEX = "index.json"
 
 
-class TapCacheError(ValueError):
+class TapCacheError(FacekdError, ValueError):
     """A teacher-tap cache that would exceed its disk budget."""
 
 

@@ -44,12 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from facekd.models.standardize import Standardize
+from facekd.errors import FacekdError
 
 __all__ = ["TapPair", "TapPairError", "TAP_TERMS", "common_grid", "pool_to", "TapAdapter",
            "TapLoss", "skd_weights", "attention_map", "spectral_norms", "parse_pairs"]
 
 
-class TapPairError(ValueError):
+class TapPairError(FacekdError, ValueError):
     """A pair of taps that cannot be aligned or a loss option out of range."""
 
 

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from facekd.engine import resolve_device
+from facekd.errors import FacekdError
 
 __all__ = ["GeneratorError", "FaceSampler", "resolve_precision", "images_to_uint8",
            "check_pipeline_folder", "load_pipeline", "seeded_normal"]
 
 
-class GeneratorError(ValueError):
+class GeneratorError(FacekdError, ValueError):
     """A generator that cannot be built from the given configuration, with the reason."""
 
 

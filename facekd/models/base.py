@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from facekd.data.preprocess import Preprocess
+from facekd.errors import FacekdError
 
 __all__ = ["ModelWeightsError", "Teacher", "Student", "load_state_strict", "require_weights_file"]
 
 
-class ModelWeightsError(ValueError):
+class ModelWeightsError(FacekdError, ValueError):
     """A weights file that is missing, of the wrong format, or does not fit the network."""
 
 

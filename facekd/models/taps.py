@@ -17,11 +17,12 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+from facekd.errors import FacekdError
 
 __all__ = ["TapError", "FeatureTaps", "TAP_SETS", "module_paths", "resolve_module", "tap_set", "tap_shapes"]
 
 
-class TapError(ValueError):
+class TapError(FacekdError, ValueError):
     """A tap that does not exist, or a tap set that a network does not have."""
 
 
