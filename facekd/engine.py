@@ -647,8 +647,8 @@ class Trainer:
             start = self._load_checkpoint(task, opt, sched)
             log.info("resuming %s after epoch %d", self.run_dir, start)
         else:
-            if cfg.resume:
-                log.info("resume asked but %s has no checkpoint: starting fresh", self.run_dir)
+            if cfg.resume and self.run_dir.is_dir() and any(self.run_dir.iterdir()):
+                log.info("%s holds no checkpoint to resume: starting it afresh", self.run_dir)
             self._clean_start()
             seed_everything(cfg.seed + self.dist.rank)
         if self.is_main:

@@ -1,14 +1,16 @@
-"""Baseline comparison: every method under the same split and seeds.  ``python scripts/compare_baselines.py``."""
-import hydra
-from omegaconf import DictConfig
+"""Compare every method under one split and the same seeds, as one table.
 
-from facekd.baselines.compare import compare_baselines
+Runs scratch, transfer, Hinton KD, triplet, MAML, the feature-distillation rows and the multi-layer
+(SKD / FitNet / AT) rows on the same labeled split, selects each on val, scores test once, and writes
+comparison.md / .csv, results.json and accuracy.png to out_dir. Each row is cached under
+<paths.root>/baselines/<method>-<hash>/ and reused while its config, data, split and seed are unchanged.
 
-
-@hydra.main(config_path="../configs", config_name="compare_baselines", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    compare_baselines(cfg)
-
+examples:
+  python scripts/compare_baselines.py                                  # the embedded ORL defaults
+  python scripts/compare_baselines.py seeds=3 'methods=[pixels,transfer,scratch]'
+  python scripts/compare_baselines.py baselines.scratch.train.steps=1000   # reruns only that row
+"""
+from facekd.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script("facekd.baselines.compare:compare_baselines", "compare_baselines", __doc__)

@@ -1,14 +1,17 @@
-"""Stage 2: distill the teacher's features into a student.  ``python scripts/distill_features.py loss=bce``."""
-import hydra
-from omegaconf import DictConfig
+"""Stage 2: distill the teacher's features into a small student, without labels.
 
-from facekd.distill.stage import distill
+Reads a generate run (and, if configured, unlabeled views of the train photos), caches the teacher's
+features on them, and trains the student to reproduce them (sigmoid-BCE, MSE or cosine; optionally
+several named feature maps). Writes <paths.root>/distill/<student>-<loss>-<teacher>/ with
+student.safetensors, per-epoch metrics (R^2 against the teacher) and plots.
 
-
-@hydra.main(config_path="../configs", config_name="distill", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    distill(cfg)
-
+examples:
+  python scripts/distill_features.py loss=bce                   # label-free sigmoid-BCE (default)
+  python scripts/distill_features.py student=convnet9 loss=mse
+  python scripts/distill_features.py distill.taps.weight=1      # add multi-layer (SKD) targets
+  python scripts/distill_features.py resume=true                # continue an interrupted run
+"""
+from facekd.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script("facekd.distill.stage:distill", "distill", __doc__)

@@ -1,14 +1,15 @@
-"""Stage 3: a linear head on the distilled student, trained on the labeled set.  ``python scripts/finetune.py [overrides]``."""
-import hydra
-from omegaconf import DictConfig
+"""Stage 3: specialize the distilled student on a few labeled photos per person.
 
-from facekd.finetune import finetune
+Trains a linear head on the frozen student (or the whole student with finetune.unfreeze=true) on the
+labeled train split, selects on val, scores test once, and writes <paths.root>/finetune/<name>/ with
+metrics, plots and the deployable model.onnx (checked against the torch model).
 
-
-@hydra.main(config_path="../configs", config_name="finetune", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    finetune(cfg)
-
+examples:
+  python scripts/finetune.py                                  # ORL, the default distill run
+  python scripts/finetune.py data=folder data.root=/my/photos # your own photos, one folder per person
+  python scripts/finetune.py finetune.unfreeze=true           # also train the student at a lower lr
+"""
+from facekd.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script("facekd.finetune:finetune", "finetune", __doc__)

@@ -1,14 +1,15 @@
-"""Stage 1: write reproducible synthetic faces.  ``python scripts/generate.py [overrides]``."""
-import hydra
-from omegaconf import DictConfig
+"""Stage 1: generate unlabeled synthetic faces.
 
-from facekd.generators import generate
+Draws reproducible faces from a pretrained generator (by default the embedded DCGAN) and writes them
+as shards under <paths.root>/generate/<generate.name>, with a manifest recording every shard's checksum.
+Face j of a run is the same on every machine for the same seed.
 
-
-@hydra.main(config_path="../configs", config_name="generate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    generate(cfg)
-
+examples:
+  python scripts/generate.py                               # the embedded DCGAN, a CPU-demo size
+  python scripts/generate.py generate.num_images=102400    # the paper's size
+  python scripts/generate.py profile=smoke                 # toy size, for a quick check
+"""
+from facekd.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script("facekd.generators:generate", "generate", __doc__)

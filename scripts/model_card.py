@@ -1,14 +1,10 @@
-"""Print the model card (params, FLOPs, CPU latency) of every registered network as a markdown table."""
-import hydra
-from omegaconf import DictConfig
+"""Print the model card of every registered network: parameters, FLOPs and CPU latency.
 
-from facekd.modelcard import print_model_cards
-
-
-@hydra.main(config_path="../configs", config_name="model_card", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    print_model_cards(cfg)
-
+examples:
+  python scripts/model_card.py
+  python scripts/model_card.py 'students=[resnet18]' 'teachers=[sface]'
+"""
+from facekd.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script("facekd.modelcard:print_model_cards", "model_card", __doc__)

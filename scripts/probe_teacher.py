@@ -1,14 +1,13 @@
-"""Few-shot ORL probes on the teacher's features vs a random-init student: is the teacher a face teacher?"""
-import hydra
-from omegaconf import DictConfig
+"""Is the teacher a face teacher? Few-shot ORL probes on its features.
 
-from facekd.probe import probe_teacher
+Fits a linear probe and a nearest-class-mean classifier on the teacher's features over several split
+seeds, beside the same probes on a random-init student's features, and prints the table.
 
-
-@hydra.main(config_path="../configs", config_name="probe_teacher", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    probe_teacher(cfg)
-
+examples:
+  python scripts/probe_teacher.py
+  python scripts/probe_teacher.py teacher=facenet_vggface2 teacher.weights=/path/to/weights.pt
+"""
+from facekd.cli import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script("facekd.probe:probe_teacher", "probe_teacher", __doc__)

@@ -278,3 +278,16 @@ def test_ddp_two_processes_on_cpu(tmp_path):
         assert sorted(r0["seen"][e] + r1["seen"][e]) == list(range(64))
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
     assert (tmp_path / "run" / BEST).exists() and (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_a_fresh_run_with_resume_on_logs_no_resume_line(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="facekd.engine"):
+        Trainer(cfg(epochs=1, resume=True), tmp_path / "fresh").fit(fresh(), Points())
+    assert not [r for r in caplog.records if "checkpoint" in r.getMessage() or "resum" in r.getMessage()]
+    (tmp_path / "leftover").mkdir()
+    (tmp_path / "leftover" / "metrics.csv").write_text("epoch\n")
+    with caplog.at_level(logging.INFO, logger="facekd.engine"):
+        Trainer(cfg(epochs=1, resume=True), tmp_path / "leftover").fit(fresh(), Points())
+    assert any("holds no checkpoint to resume" in r.getMessage() for r in caplog.records)

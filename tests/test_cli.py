@@ -1,0 +1,144 @@
+"""The command line: --help pages, override checks with suggestions, and the one error path."""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facekd.cli import _guarded, check_overrides, ensure_writable_root, help_text, suggest_keys, yaml_key_comments
+from facekd.errors import EXIT_USER_ERROR, ConfigError, FacekdError, InputFileError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {  # script -> (config, words its --help must hold)
+    "generate.py": ("generate", "synthetic faces"),
+    "distill_features.py": ("distill", "distill the teacher"),
+    "finetune.py": ("finetune", "specialize the distilled student"),
+    "compare_baselines.py": ("compare_baselines", "Compare every method"),
+    "demo.py": ("demo", "The main job"),
+    "model_card.py": ("model_card", "model card"),
+    "probe_teacher.py": ("probe_teacher", "teacher a face teacher"),
+}
+
+
+def run_script(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _doc(script: str) -> str:
+    import ast
+
+    return ast.get_docstring(ast.parse((ROOT / "scripts" / script).read_text())) or ""
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_help_names_the_purpose_and_only_the_groups_the_script_reads(script):
+    config, purpose = SCRIPTS[script]
+    text = help_text(config, _doc(script), script)
+    assert purpose in text.splitlines()[0]
+    assert f"usage: python scripts/{script}" in text
+    assert len(text.splitlines()) < 130  # not the whole config
+    if config == "generate":
+        assert "generator: dcgan*, diffusers" in text
+        assert "baseline" not in text and "teacher:" not in text
+        assert "generate.num_images=2000" in text and "# faces;" in text
+
+
+def test_help_runs_from_the_command_line_without_hydra_dump():
+    out = run_script("scripts/generate.py", "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Stage 1: generate unlabeled synthetic faces.")
+    assert "== Config ==" not in out.stdout and "Powered by Hydra" not in out.stdout
+
+
+def test_yaml_key_comments_reads_dotted_keys_and_comments(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("defaults:\n  - base\na: 1   # the a\nb:\n  c: x  # nested\n  d:\n    - e: 1\n    - f: 2\ng: true\n")
+    assert yaml_key_comments(f) == [("a", "the a"), ("b.c", "nested"), ("g", "")]  # list items are not keys
+
+
+def test_suggest_keys_prefers_siblings_then_the_same_leaf_elsewhere():
+    known = ["generate", "generate.num_images", "generate.name", "distill", "distill.train", "distill.train.epochs"]
+    assert suggest_keys("generate.num_image", known) == ["generate.num_images"]
+    assert suggest_keys("distill.epochs", known) == ["distill.train.epochs"]
+    assert suggest_keys("zzz.qqq", known) == []
+
+
+def test_misspelled_key_gets_the_closest_key_and_no_plus_hint():
+    with pytest.raises(ConfigError) as err:
+        check_overrides("generate", ["generate.num_image=10"], "generate.py")
+    msg = str(err.value)
+    assert "Unknown config key 'generate.num_image'" in msg and "Did you mean generate.num_images?" in msg
+    assert "+generate" not in msg
+
+
+def test_unknown_group_option_lists_the_options():
+    with pytest.raises(ConfigError, match=r"No option 'bcee' in the config group 'loss'.*bce, cosine, mse\. Did you mean bce\?"):
+        check_overrides("distill", ["loss=bcee"], "distill_features.py")
+
+
+def test_override_without_equals_is_refused_with_the_form_to_use():
+    with pytest.raises(ConfigError, match="Write each override as key=value"):
+        check_overrides("generate", ["seed"], "generate.py")
+
+
+def test_good_overrides_compose_and_multirun_is_left_to_hydra():
+    cfg = check_overrides("generate", ["generate.num_images=7", "hydra.run.dir=/tmp/x"], "generate.py")
+    assert cfg.generate.num_images == 7
+    assert check_overrides("generate", ["-m", "seed=1,2"]) is None
+
+
+def test_root_that_is_a_file_or_under_a_file_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InputFileError, match="is a file, not a folder"):
+        ensure_writable_root(OmegaConf.create({"paths": {"root": str(afile)}}))
+    with pytest.raises(InputFileError, match=r"cannot be written \(Not a directory\)"):
+        ensure_writable_root(OmegaConf.create({"paths": {"root": str(afile / "runs")}}))
+    ensure_writable_root(OmegaConf.create({"paths": {"root": str(tmp_path / "new" / "runs")}}))
+    assert (tmp_path / "new" / "runs").is_dir()
+
+
+def test_guarded_job_turns_facekd_errors_and_a_full_disk_into_one_paragraph(capsys):
+    def mistake(cfg):
+        raise ConfigError("data.per_class must be an integer")
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/shard.npy")
+
+    for job, words in ((mistake, "data.per_class must be an integer"),
+                       (full, "The disk is full (no space left on device) while writing /runs/x/shard.npy")):
+        with pytest.raises(SystemExit) as ex:
+            _guarded(job)(None)
+        assert ex.value.code == EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith("facekd: error: ") and words in err and "Traceback" not in err
+
+
+def test_guarded_job_keeps_unexpected_errors():
+    def bug(cfg):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        _guarded(bug)(None)
+    with pytest.raises(OSError):
+        _guarded(lambda cfg: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))(None)
+    assert issubclass(ConfigError, FacekdError) and issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["scripts/generate.py", "generate.num_image=10"], "Did you mean generate.num_images?"),
+    (["scripts/finetune.py", "PATHS_ROOT", "finetune.student_run=/nowhere/run"], "/nowhere/run"),
+])
+def test_refusals_from_the_command_line_end_without_a_traceback(tmp_path, args, words):
+    args = [a.replace("PATHS_ROOT", f"paths.root={tmp_path}") for a in args]
+    out = run_script(*args)
+    assert out.returncode == EXIT_USER_ERROR, out.stderr
+    assert words in out.stderr
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr and "+generate" not in out.stderr
