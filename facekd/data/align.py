@@ -15,8 +15,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from facekd.assets import cache_dir
-from facekd.data.faces import FaceDataError, IMAGE_SUFFIXES, read_image
+from facekd.data.faces import ON_CORRUPT, FaceDataError, IMAGE_SUFFIXES, check_folder, read_image
 from facekd.runs import atomic_path, config_hash, read_json, write_json
+from facekd.validate import check_choice
 
 __all__ = ["align_folder"]
 
@@ -30,17 +31,17 @@ def _mtcnn(size: int, margin: int, device: str = "cpu"):
 
 
 def align_folder(root: str | os.PathLike, size: int = 160, margin: int = 20, min_prob: float = 0.9,
-                 on_no_face: str = "skip", out_dir: str | os.PathLike | None = None) -> Path:
+                 on_no_face: str = "skip", out_dir: str | os.PathLike | None = None,
+                 on_corrupt: str = "error") -> Path:
     """Align every image under ``root/<identity>/`` and return the folder of aligned crops.
 
     ``on_no_face``: ``skip`` leaves an image without a confident face out (listed in ``failed.json``),
-    ``error`` stops naming it.
+    ``error`` stops naming it.  ``on_corrupt`` (``data.on_corrupt``): ``error`` stops at an unreadable image,
+    naming it; ``skip`` leaves it out with a warning (it is tried again on the next run, in case it was fixed).
     """
-    if on_no_face not in {"skip", "error"}:
-        raise ValueError(f"on_no_face must be skip or error, got {on_no_face!r}")
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise FaceDataError(f"face folder {root} does not exist")
+    check_choice(on_no_face, "on_no_face", ("skip", "error"), what="what to do with an image without a face")
+    check_choice(on_corrupt, "data.on_corrupt", ON_CORRUPT, what="what to do with unreadable image files")
+    root = check_folder(root, "data.root").resolve()
     key = config_hash({"root": str(root), "size": size, "margin": margin, "min_prob": min_prob})
     out = Path(out_dir) if out_dir else cache_dir() / "aligned" / f"{root.name}-{key}"
     failed_path = out / "failed.json"
@@ -48,25 +49,34 @@ def align_folder(root: str | os.PathLike, size: int = 160, margin: int = 20, min
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     todo = [f for f in files if not (out / f.relative_to(root).with_suffix(".png")).exists()
             and f.relative_to(root).as_posix() not in failed]
-    if todo:
-        mtcnn = _mtcnn(size, margin)
-        for f in tqdm(todo, desc="aligning faces (MTCNN)"):
-            rel = f.relative_to(root)
+    mtcnn = None
+    for f in tqdm(todo, desc="aligning faces (MTCNN)", disable=not todo):
+        rel = f.relative_to(root)
+        try:
             img = Image.fromarray(read_image(f))
-            face, prob = mtcnn(img, return_prob=True)
-            if face is None or prob is None or prob < min_prob:
-                reason = "no face found" if face is None else f"face probability {prob:.3f} < {min_prob}"
-                if on_no_face == "error":
-                    raise FaceDataError(f"MTCNN found no confident face in {f}: {reason}")
-                log.warning("no aligned face for %s: %s", f, reason)
-                failed[rel.as_posix()] = reason
-                write_json(failed_path, failed)
-                continue
-            arr = face.permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
-            dest = out / rel.with_suffix(".png")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(dest) as tmp:
-                Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")
+        except FaceDataError:
+            if on_corrupt == "error":
+                raise
+            log.warning("skipping unreadable image %s (data.on_corrupt=skip)", f)
+            continue
+        if mtcnn is None:
+            mtcnn = _mtcnn(size, margin)
+        face, prob = mtcnn(img, return_prob=True)
+        if face is None or prob is None or prob < min_prob:
+            reason = "no face found" if face is None else f"face probability {prob:.3f} < {min_prob}"
+            if on_no_face == "error":
+                raise FaceDataError(f"MTCNN found no confident face in {f}: {reason}. Crop the photo around "
+                                    f"the face, or remove it")
+            log.warning("no aligned face for %s: %s", f, reason)
+            failed[rel.as_posix()] = reason
+            write_json(failed_path, failed)
+            continue
+        arr = face.permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
+        dest = out / rel.with_suffix(".png")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")
     if failed:
         log.warning("%d of %d images had no confident face (see %s)", len(failed), len(files), failed_path)
+    out.mkdir(parents=True, exist_ok=True)
     return out

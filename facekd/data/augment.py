@@ -13,6 +13,8 @@ import numpy as np
 from hydra.utils import instantiate
 
 from facekd.config import plain as _plain
+from facekd.errors import ConfigError
+from facekd.validate import check_choice
 
 __all__ = ["build_augmentation", "frame_square"]
 
@@ -26,18 +28,31 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def build_augmentation(steps: Sequence[Any] | None) -> A.Compose | None:
-    """Build an ``A.Compose`` from a list of ``{_target_: albumentations.X, ...}`` entries (None/empty -> None)."""
+def build_augmentation(steps: Sequence[Any] | None, key: str = "augment") -> A.Compose | None:
+    """Build an ``A.Compose`` from a list of ``{_target_: albumentations.X, ...}`` entries (None/empty -> None).
+
+    A step without ``_target_``, an unknown transform or a bad argument is a ConfigError naming ``key[i]``;
+    ``key`` is the config key the steps came from (``data.augment`` for the labeled set).
+    """
     steps = _plain(steps)
     if not steps:
         return None
+    if not isinstance(steps, list):
+        raise ConfigError(f"{key} must be a list of albumentations steps ({{_target_: albumentations.X, ...}}) "
+                          f"or null, got {steps!r}")
     transforms = []
-    for step in steps:
+    for i, step in enumerate(steps):
         if not isinstance(step, dict) or "_target_" not in step:
-            raise ValueError(f"each augmentation step needs a _target_ (e.g. albumentations.HorizontalFlip), got {step!r}")
+            raise ConfigError(f"{key}[{i}] needs a _target_ naming an albumentations transform, e.g. "
+                              f"{{_target_: albumentations.HorizontalFlip, p: 0.5}}; got {step!r}")
         target = step["_target_"]
         kwargs = {k: _tuples(v) for k, v in step.items() if k != "_target_"}
-        transforms.append(instantiate({"_target_": target, **kwargs}, _convert_="all"))
+        try:
+            transforms.append(instantiate({"_target_": target, **kwargs}, _convert_="all"))
+        except Exception as e:  # an unknown transform or argument: hydra wraps the cause
+            why = str(e).split(", set env var HYDRA_FULL_ERROR")[0].rstrip(". ")
+            raise ConfigError(f"{key}[{i}]: cannot build {target} with {kwargs}: {why}. Check the transform's "
+                              f"name and arguments (albumentations {A.__version__} is installed)") from e
     return A.Compose(transforms)
 
 
@@ -55,7 +70,7 @@ def frame_square(image: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
         side = min(h, w)
         image = A.CenterCrop(side, side, p=1.0)(image=image)["image"]
     elif mode not in {"pad", "crop", "squash"}:
-        raise ValueError(f"framing must be pad, crop or squash, got {mode!r}")
+        check_choice(mode, "framing", ("pad", "squash", "crop"), what="how non-square photos become square")
     if image.shape[:2] != (size, size):
         image = A.Resize(size, size, interpolation=3, p=1.0)(image=image)["image"]  # INTER_AREA
     return np.ascontiguousarray(image)

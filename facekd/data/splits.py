@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from facekd.data.faces import FaceDataError, FaceSet
+from facekd.errors import ArtifactError
 from facekd.runs import config_hash, read_json, write_json
+from facekd.validate import check_choice, check_int
 
 __all__ = ["SplitProtocol", "Split", "make_split", "load_or_make_split"]
 
 log = logging.getLogger(__name__)
+TOO_FEW = ("error", "drop")
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,17 @@ class SplitProtocol:
     too_few: str = "error"  # error | drop
 
     def __post_init__(self) -> None:
-        if not isinstance(self.per_class, int) or self.per_class < 1:
-            raise FaceDataError(f"per_class must be a positive integer (training images per identity), got {self.per_class!r}")
-        if not isinstance(self.val, int) or self.val < 0:
-            raise FaceDataError(f"val must be an integer >= 0, got {self.val!r}")
-        if self.test is not None and (not isinstance(self.test, int) or self.test < 1):
-            raise FaceDataError(f"test must be a positive integer or null (= the rest), got {self.test!r}")
-        if self.too_few not in {"error", "drop"}:
-            raise FaceDataError(f"too_few must be 'error' or 'drop', got {self.too_few!r}")
+        checked = {
+            "per_class": check_int(self.per_class, "data.per_class", minimum=1, what="training images per identity"),
+            "val": check_int(self.val, "data.val", minimum=0, what="validation images per identity"),
+            "test": check_int(self.test, "data.test", minimum=1, allow_none=True,
+                              what="test images per identity; null = all the rest"),
+            "seed": check_int(self.seed, "data.split_seed", minimum=0, what="seed of the split draw"),
+            "too_few": check_choice(self.too_few, "data.too_few", TOO_FEW,
+                                    what="what to do with identities that have too few images"),
+        }
+        for k, v in checked.items():  # plain Python values (not numpy's), so the manifest and its hash are stable
+            object.__setattr__(self, k, v)
 
     @property
     def needed(self) -> int:
@@ -119,7 +125,10 @@ def make_split(faces: FaceSet, protocol: SplitProtocol) -> Split:
         log.warning("dropping %d identities with too few images: %s", len(short), sorted(short))
     kept = [y for y in sorted(by_class) if faces.classes[y] not in short]
     if not kept:
-        raise FaceDataError("no identity has enough images for the requested split")
+        raise FaceDataError(f"no identity has the {protocol.needed} images the split needs (per_class="
+                            f"{protocol.per_class}, val={protocol.val}, test>={protocol.test or 1}); the largest "
+                            f"has {max(map(len, by_class.values()), default=0)}. Lower data.per_class, data.val or "
+                            f"data.test, or add images")
     classes = [faces.classes[y] for y in kept]
     train, val, test = [], [], []
     for new_y, y in enumerate(kept):
@@ -143,8 +152,16 @@ def load_or_make_split(faces: FaceSet, protocol: SplitProtocol, splits_dir: str 
     name = f"{faces.name}-{config_hash({'p': asdict(protocol), 'fp': _fingerprint(faces)})}.json"
     path = Path(splits_dir) / name
     if path.exists():
-        split = Split.read(path)
-        split.check_matches(faces)
+        try:
+            split = Split.read(path)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(f"split manifest {path} is damaged ({type(e).__name__}: {e}); delete it and run "
+                                f"again to draw the split anew") from e
+        try:
+            split.check_matches(faces)
+        except FaceDataError as e:
+            raise FaceDataError(f"split manifest {path} does not match the data: {e}. Delete the manifest and run "
+                                f"again to draw the split anew") from e
         return split, path
     split = make_split(faces, protocol)
     split.check_matches(faces)

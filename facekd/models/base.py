@@ -65,7 +65,7 @@ def require_weights_file(path: str | os.PathLike | None, key: str, expected: str
             f"It cannot be downloaded here; copy it from a machine that has it.")
     p = Path(path).expanduser()
     if not p.is_file():
-        raise ModelWeightsError(f"{key}={path}: no such file (expected the {what} weights file {expected})")
+        raise ModelWeightsError(f"{key}={path}: no such file (expected the weights file {expected} of {what})")
     return p
 
 

@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from facekd.data.augment import build_augmentation, frame_square
 from facekd.data.datasets import LabeledFaces
 from facekd.data.splits import SplitProtocol, make_split
+from facekd.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,20 @@ def test_framing_modes():
     assert frame_square(img, 112, "pad").shape == (112, 112, 3)
     assert frame_square(img, 64, "crop").shape == (64, 64, 3)
     assert (frame_square(img, 112, "pad") == 200).all()  # replicated borders, no black bars
-    with pytest.raises(ValueError, match="framing"):
+    with pytest.raises(ConfigError, match="^framing must be one of pad, squash, crop"):
         frame_square(img, 64, "zoom")
 
 
 def test_step_without_target_is_refused():
-    with pytest.raises(ValueError, match="_target_"):
-        build_augmentation([{"p": 0.5}])
+    with pytest.raises(ConfigError) as e:
+        build_augmentation([{"p": 0.5}], "data.augment")
+    assert str(e.value) == ("data.augment[0] needs a _target_ naming an albumentations transform, e.g. "
+                            "{_target_: albumentations.HorizontalFlip, p: 0.5}; got {'p': 0.5}")
+
+
+def test_unknown_transform_is_a_config_error_naming_the_step():
+    steps = [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}, {"_target_": "albumentations.NoSuchThing"}]
+    with pytest.raises(ConfigError) as e:
+        build_augmentation(steps, "data.augment")
+    assert str(e.value).startswith("data.augment[1]: cannot build albumentations.NoSuchThing with {}: "
+                                   "Error locating target 'albumentations.NoSuchThing'. Check the transform's name")

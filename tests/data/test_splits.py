@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 
 from facekd.data.faces import FaceDataError, FaceSet
 from facekd.data.splits import Split, SplitProtocol, load_or_make_split, make_split
+from facekd.errors import ConfigError
 
 
 def _fake_set(counts):
@@ -45,10 +47,24 @@ def test_too_few_images_error_or_drop():
 
 
 @pytest.mark.parametrize("kw", [dict(per_class=0), dict(per_class=-2), dict(val=-1), dict(test=0),
-                                dict(too_few="maybe"), dict(per_class=2.5)])
+                                dict(too_few="maybe"), dict(per_class=2.5), dict(per_class=True), dict(val="1"),
+                                dict(test=False), dict(seed=1.0), dict(seed=-1)])
 def test_nonsense_protocol_values(kw):
-    with pytest.raises(FaceDataError):
+    (field,) = kw
+    with pytest.raises(ConfigError, match=f"^data.{'split_seed' if field == 'seed' else field} must be "):
         SplitProtocol(**kw)
+
+
+def test_per_class_true_is_not_one():
+    with pytest.raises(ConfigError) as e:
+        SplitProtocol(per_class=True)
+    assert str(e.value) == ("data.per_class must be an integer >= 1 (training images per identity), got true "
+                            "(a boolean); set it like data.per_class=1")
+
+
+def test_numpy_integers_become_plain_ints():
+    p = SplitProtocol(per_class=np.int64(3), val=np.int32(1), test=None, seed=np.int64(4))
+    assert p == SplitProtocol(per_class=3, val=1, seed=4) and type(p.per_class) is int and type(p.seed) is int
 
 
 def test_manifest_roundtrip_and_mismatch(orl, tmp_path):
