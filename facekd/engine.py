@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 
 from facekd.config import plain as _plain
 from facekd.runs import atomic_path, config_hash, write_json
-from facekd.errors import FacekdError
+from facekd.errors import ConfigError, FacekdError, UnknownNameError
 
 __all__ = [
     "NonFiniteLossError",
@@ -125,7 +125,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' was asked for but CUDA is not available; use device=auto or cpu")
+        raise ConfigError(f"device '{name}' was asked for but CUDA is not available; use device=auto or cpu")
     return dev
 
 
@@ -239,13 +239,13 @@ def build_optimizer(params: Iterable[Any], cfg: Mapping[str, Any]) -> torch.opti
     cfg = dict(_plain(cfg))
     name = str(cfg.pop("name", "adam")).lower()
     if name not in _OPTIM_KEYS:
-        raise ValueError(f"unknown optimizer '{name}'; known optimizers: {', '.join(sorted(_OPTIM_KEYS))}")
+        raise ConfigError(f"unknown optimizer '{name}'; known optimizers: {', '.join(sorted(_OPTIM_KEYS))}")
     unknown = set(cfg) - _OPTIM_KEYS[name]
     if unknown:
-        raise ValueError(f"optimizer '{name}' has no option(s) {', '.join(sorted(unknown))}; "
-                         f"its options: {', '.join(sorted(_OPTIM_KEYS[name]))}")
+        raise ConfigError(f"optimizer '{name}' has no option(s) {', '.join(sorted(unknown))}; "
+                          f"its options: {', '.join(sorted(_OPTIM_KEYS[name]))}")
     if "lr" not in cfg:
-        raise ValueError(f"optimizer '{name}' needs an lr")
+        raise ConfigError(f"optimizer '{name}' needs an lr")
     lr = float(cfg.pop("lr"))
     cfg["weight_decay"] = float(cfg.get("weight_decay", 0.0))
     if "betas" in cfg:
@@ -288,10 +288,10 @@ def lr_factor(cfg: Mapping[str, Any], total: int) -> Callable[[int], float]:
     name = cfg.get("name", "constant")
     warmup = int(cfg.get("warmup", 0))
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule '{name}'; known schedules: {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown schedule '{name}'; known schedules: {', '.join(SCHEDULES)}")
     unknown = set(cfg) - {"name", "interval", "warmup", "min_factor", "gamma", "step_size"}
     if unknown:
-        raise ValueError(f"schedule '{name}' has no option(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"schedule '{name}' has no option(s) {', '.join(sorted(unknown))}")
     min_factor, gamma, step_size = float(cfg.get("min_factor", 0.0)), float(cfg.get("gamma", 0.1)), \
         int(cfg.get("step_size", 30))
 
@@ -323,7 +323,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: Mapping[str, Any], steps_pe
     cfg = dict(_plain(cfg))
     interval = cfg.get("interval", "epoch")
     if interval not in ("epoch", "step"):
-        raise ValueError(f"schedule interval must be 'epoch' or 'step', got '{interval}'")
+        raise ConfigError(f"schedule interval must be 'epoch' or 'step', got '{interval}'")
     total = epochs if interval == "epoch" else epochs * steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total))
 
@@ -399,18 +399,18 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown training option(s) {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown training option(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(names))}")
         return cls(**data)
 
     def __post_init__(self) -> None:
         self.optim, self.schedule = dict(_plain(self.optim)), dict(_plain(self.schedule))
         if self.mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got '{self.mode}'")
+            raise ConfigError(f"mode must be 'min' or 'max', got '{self.mode}'")
         if self.monitor.startswith("test"):
-            raise ValueError(f"monitor '{self.monitor}' looks like a test metric; select epochs on validation")
+            raise ConfigError(f"monitor '{self.monitor}' looks like a test metric; select epochs on validation")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
+            raise ConfigError("epochs and batch_size must be positive")
 
     def hashed(self) -> dict:
         """The fields that define the result (what a resumed run must share)."""
@@ -538,8 +538,8 @@ class Trainer:
                                 drop_last=cfg.drop_last, generator=gen, pin_memory=self.device.type == "cuda",
                                 persistent_workers=cfg.persistent_workers and cfg.num_workers > 0)
             if len(loader) == 0:
-                raise ValueError(f"{len(data)} samples make no full batch of {cfg.batch_size} per process; "
-                                 "lower batch_size or set drop_last=false")
+                raise ConfigError(f"{len(data)} samples make no full batch of {cfg.batch_size} per process; "
+                                  "lower batch_size or set drop_last=false")
 
             def set_epoch(epoch: int) -> None:
                 sampler.set_epoch(epoch)
@@ -714,8 +714,8 @@ class Trainer:
                     row.update({k: float(v) for k, v in task.evaluate().items()})
                 task.train()
                 if cfg.monitor not in row:
-                    raise KeyError(f"monitor '{cfg.monitor}' is not among the epoch's metrics "
-                                   f"({', '.join(row)}); set train.monitor to one of them")
+                    raise UnknownNameError(f"monitor '{cfg.monitor}' is not among the epoch's metrics "
+                                           f"({', '.join(row)}); set train.monitor to one of them")
             if self.dist.enabled:
                 box = [row]
                 dist.broadcast_object_list(box, src=0)

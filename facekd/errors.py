@@ -7,7 +7,7 @@ callers that caught the builtin keep working.
 """
 from __future__ import annotations
 
-__all__ = ["FacekdError", "ConfigError", "InputFileError", "ArtifactError", "EXIT_USER_ERROR"]
+__all__ = ["FacekdError", "ConfigError", "UnknownNameError", "InputFileError", "ArtifactError", "EXIT_USER_ERROR"]
 
 EXIT_USER_ERROR = 2
 
@@ -26,3 +26,10 @@ class InputFileError(FacekdError, FileNotFoundError):
 
 class ArtifactError(FacekdError, ValueError):
     """A run artifact is damaged, truncated, or differs from the checksum its manifest recorded."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A config names something no registry knows (a method, optimizer, preset...); the message lists the known."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

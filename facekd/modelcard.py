@@ -18,6 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from facekd.errors import ConfigError
 
 __all__ = ["model_card", "model_cards", "markdown_table", "print_model_cards"]
 
@@ -40,7 +41,7 @@ def model_card(model: nn.Module, input_size: int | None = None, *, repeats: int 
     """
     size = _input_size(model, input_size)
     if repeats < 1:
-        raise ValueError("repeats must be >= 1")
+        raise ConfigError("repeats must be >= 1")
     params = sum(p.numel() for p in model.parameters())
     cpu = copy.deepcopy(model).to("cpu").float().eval()
     x = torch.randn(1, 3, size, size)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from typing import Any, Callable, Generic, TypeVar
+from facekd.errors import UnknownNameError
 
 __all__ = ["Registry"]
 
@@ -48,7 +49,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._scan()
         if name not in self._items:
-            raise KeyError(f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}")
+            raise UnknownNameError(f"unknown {self.kind} '{name}'; known {self.kind}s: {', '.join(self.names())}")
         return self._items[name]
 
     def build(self, name: str, **kwargs: Any) -> Any:

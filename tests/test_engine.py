@@ -19,6 +19,7 @@ from facekd.engine import (BEST, CHECKPOINT, NonFiniteLossError, ResumeError, Ta
                            build_optimizer, build_scheduler, fit, load_best, lr_factor, resolve_device,
                            seed_everything)
 
+from facekd.errors import ConfigError
 
 class Points(Dataset):
     """y = x . w + noise, with the sample index returned too (to check sharding)."""
@@ -89,7 +90,7 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
 
 

@@ -23,6 +23,7 @@ from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, TrainConfig, Trainer, load_best
 from facekd.metrics import nearest_class_mean_predict, selection_score
 from facekd.models.standardize import Standardize
+from facekd.errors import ConfigError
 
 __all__ = [
     "RepeatedDataset",
@@ -74,7 +75,7 @@ def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
     steps, eval_every = int(t.pop("steps", 100)), int(t.pop("eval_every", 0) or 0)
     eval_every = eval_every or steps
     if steps < 1 or eval_every < 1:
-        raise ValueError(f"{section}.steps and {section}.eval_every must be positive, got {steps}, {eval_every}")
+        raise ConfigError(f"{section}.steps and {section}.eval_every must be positive, got {steps}, {eval_every}")
     epochs = max(1, math.ceil(steps / eval_every))
     t.setdefault("monitor", "val_select")
     t.setdefault("mode", "max")

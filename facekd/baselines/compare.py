@@ -25,6 +25,7 @@ import numpy as np
 from facekd.baselines.base import METHODS, MethodResult, plain, run_method
 from facekd.data.labeled import prepare_labeled
 from facekd.runs import atomic_path, write_json
+from facekd.errors import ConfigError, UnknownNameError
 
 __all__ = ["resolve_rows", "summarize", "comparison_markdown", "paper_markdown", "write_csv", "plot_accuracy",
            "compare_baselines", "PAPER_RESULTS", "CAVEAT"]
@@ -67,14 +68,14 @@ def resolve_rows(methods: Sequence[str], baselines: Mapping[str, Any] | None) ->
             unknown.append(row)
             continue
         if plugin not in METHODS:
-            raise KeyError(f"row '{row}' names method '{plugin}', which is unknown; known methods: "
-                           f"{', '.join(METHODS.names())}")
+            raise UnknownNameError(f"row '{row}' names method '{plugin}', which is unknown; known methods: "
+                                   f"{', '.join(METHODS.names())}")
         rows.append((row, plugin, cfg))
     if unknown:
         known = sorted(set(baselines) | set(METHODS.names()))
-        raise KeyError(f"unknown method(s) {', '.join(unknown)}; known methods: {', '.join(known)}")
+        raise UnknownNameError(f"unknown method(s) {', '.join(unknown)}; known methods: {', '.join(known)}")
     if len({r for r, _, _ in rows}) != len(rows):
-        raise ValueError(f"methods lists a row twice: {list(methods)}")
+        raise ConfigError(f"methods lists a row twice: {list(methods)}")
     return rows
 
 
@@ -199,7 +200,7 @@ def _seeds(cfg: Mapping[str, Any]) -> list[int]:
     if isinstance(seeds, (list, tuple)):
         return [int(s) for s in seeds]
     if int(seeds) < 1:
-        raise ValueError(f"seeds must be a positive count or a list of seeds, got {seeds}")
+        raise ConfigError(f"seeds must be a positive count or a list of seeds, got {seeds}")
     first = int(cfg.get("seed", 0))
     return list(range(first, first + int(seeds)))
 

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
 from facekd.data.labeled import LabeledData
 from facekd.runs import RunError, config_hash, read_manifest
+from facekd.errors import ConfigError
 
 __all__ = ["FeatureKD", "student_run_path", "compose_stage_config", "ensure_distill_run", "ensure_generate_run",
            "augment_preset"]
@@ -147,7 +148,7 @@ def augment_preset(spec: Any) -> tuple[Any, Any]:
     if isinstance(spec, str):
         presets = plain(compose_stage_config("distill", []).distill.augment_presets)
         if spec not in presets:
-            raise ValueError(f"unknown augmentation preset {spec!r}; presets: {', '.join(presets)}")
+            raise ConfigError(f"unknown augmentation preset {spec!r}; presets: {', '.join(presets)}")
         spec = presets[spec]
     steps = plain(spec)
     return steps, build_augmentation(steps)

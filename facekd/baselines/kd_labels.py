@@ -29,6 +29,7 @@ from facekd.baselines.base import METHODS, Fitted, Method, Predictor
 from facekd.baselines.scratch import student_config, train_classifier
 from facekd.baselines.transfer import fit_teacher_classifier, teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
+from facekd.errors import ConfigError
 
 __all__ = ["hinton_kd_loss", "KDLabels", "augmented_views", "teacher_views"]
 
@@ -37,7 +38,7 @@ def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, l
                    alpha: float, temperature: float) -> torch.Tensor:
     """``alpha * CE(s, y) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))`` (batch mean)."""
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
-        raise ValueError(f"need 0 <= alpha <= 1 and temperature > 0, got alpha={alpha}, T={temperature}")
+        raise ConfigError(f"need 0 <= alpha <= 1 and temperature > 0, got alpha={alpha}, T={temperature}")
     ce = F.cross_entropy(student_logits, labels)
     t = float(temperature)
     kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits.float() / t, dim=1),
@@ -58,7 +59,7 @@ class KDLabels(Method):
         alpha, temperature = float(kd.get("alpha", 0.1)), float(kd.get("temperature", 1.0))
         mode, views = str(kd.get("teacher_mode", "cached")), int(kd.get("views", 16))
         if mode not in ("cached", "online"):
-            raise ValueError(f"kd.teacher_mode must be 'cached' or 'online', got {mode!r}")
+            raise ConfigError(f"kd.teacher_mode must be 'cached' or 'online', got {mode!r}")
         teacher = fit_teacher_classifier(data, cfg, run_dir, seed)
 
         def loss_fn(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
@@ -83,7 +84,7 @@ def augmented_views(data: LabeledData, views: int, seed: int, augment: bool = Tr
     """``views`` views of every train image: view 0 clean, the others augmented with ``data.augment``, drawn
     reproducibly from ``seed``.  Returns ``(uint8 images, labels)``, view-major."""
     if views < 1:
-        raise ValueError(f"kd.views must be >= 1, got {views}")
+        raise ConfigError(f"kd.views must be >= 1, got {views}")
     train = split_datasets(data, ("train",), augment_train=augment)["train"]
     images, labels = train.tensors()
     out = [images]

@@ -29,6 +29,7 @@ from facekd.baselines.scratch import student_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.engine import Task, Trainer, load_best
 from facekd.models import build_student
+from facekd.errors import ConfigError
 
 __all__ = ["TripletTask", "Triplet", "ncm_logits"]
 
@@ -94,7 +95,7 @@ class Triplet(Method):
 
     def check(self, data: LabeledData, cfg: Mapping[str, Any]) -> None:
         if data.num_classes < 2:
-            raise ValueError("triplet needs at least two identities")
+            raise ConfigError("triplet needs at least two identities")
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         from pytorch_metric_learning.samplers import MPerClassSampler
@@ -109,8 +110,8 @@ class Triplet(Method):
         n_ids = len(set(sets["train"].labels.tolist()))
         batch = min(tc.batch_size, m * n_ids) // m * m
         if batch < 2 * m:
-            raise ValueError(f"triplet: a batch of {m} images for each of at least 2 identities is needed; "
-                             f"batch_size={tc.batch_size}, m_per_class={m}, {n_ids} identities in train")
+            raise ConfigError(f"triplet: a batch of {m} images for each of at least 2 identities is needed; "
+                              f"batch_size={tc.batch_size}, m_per_class={m}, {n_ids} identities in train")
         sampler = MPerClassSampler(sets["train"].labels, m, batch_size=batch, length_before_new_iter=eval_every * batch)
         loader = DataLoader(sets["train"], batch_size=batch, sampler=sampler, drop_last=True,
                             num_workers=int(cfg.get("num_workers", 0)))

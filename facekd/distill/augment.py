@@ -33,9 +33,9 @@ class ZoomOut(A.ImageOnlyTransform):
                  grey: tuple[int, int] = (20, 200), p: float = 1.0) -> None:
         super().__init__(p=p)
         if not 0 < scale[0] <= scale[1] <= 1 or not 0 < aspect[0] <= aspect[1] <= 1:
-            raise ValueError(f"ZoomOut: scale and aspect must lie in (0, 1], got {scale}, {aspect}")
+            raise ConfigError(f"ZoomOut: scale and aspect must lie in (0, 1], got {scale}, {aspect}")
         if len(background_weights) != len(BACKGROUNDS) or sum(background_weights) <= 0:
-            raise ValueError(f"ZoomOut: background_weights needs {len(BACKGROUNDS)} weights for {BACKGROUNDS}")
+            raise ConfigError(f"ZoomOut: background_weights needs {len(BACKGROUNDS)} weights for {BACKGROUNDS}")
         self.scale, self.aspect, self.shift = tuple(scale), tuple(aspect), float(shift)
         self.background_weights, self.grey = tuple(background_weights), tuple(grey)
 

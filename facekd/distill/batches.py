@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from facekd.distill.cache import FeatureCache
 from facekd.distill.views import ViewSource, fresh_views
+from facekd.errors import ConfigError
 
 __all__ = ["mixture_counts", "epoch_plan", "CachedBatches", "OnlineBatches"]
 
@@ -75,8 +76,8 @@ class _MixtureBatches:
                  seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0,
                  pin_memory: bool = False) -> None:
         if samples_per_epoch < batch_size * world_size:
-            raise ValueError(f"{samples_per_epoch} samples per epoch make no full batch of {batch_size} on each of "
-                             f"{world_size} processes; lower train.batch_size or raise distill.samples_per_epoch")
+            raise ConfigError(f"{samples_per_epoch} samples per epoch make no full batch of {batch_size} on each of "
+                              f"{world_size} processes; lower train.batch_size or raise distill.samples_per_epoch")
         self.sizes, self.weights = [int(n) for n in sizes], [float(w) for w in weights]
         self.batch_size, self.total, self.seed = int(batch_size), int(samples_per_epoch), int(seed)
         self.rank, self.world_size = rank, world_size

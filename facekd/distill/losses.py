@@ -38,6 +38,7 @@ from torch import nn
 from facekd.metrics import RunningMoments
 from facekd.models.standardize import Standardize
 from facekd.registry import Registry
+from facekd.errors import ConfigError
 
 __all__ = ["LOSSES", "FeatureStats", "FeatureLoss", "MSEFeatureLoss", "BCEFeatureLoss", "CosineFeatureLoss",
            "WithRelational", "similarity_loss", "build_loss"]
@@ -132,9 +133,9 @@ class BCEFeatureLoss(FeatureLoss):
                  eps: float = 1e-6) -> None:
         super().__init__()
         if targets not in self.TARGETS:
-            raise ValueError(f"bce: unknown targets '{targets}'; use one of {', '.join(self.TARGETS)}")
+            raise ConfigError(f"bce: unknown targets '{targets}'; use one of {', '.join(self.TARGETS)}")
         if temperature <= 0:
-            raise ValueError(f"bce: temperature must be positive, got {temperature}")
+            raise ConfigError(f"bce: temperature must be positive, got {temperature}")
         self.temperature, self.targets = float(temperature), targets
         self.norm = _standardizer(self.name, stats, eps) if targets == "standardized" else None
 
@@ -180,7 +181,7 @@ class WithRelational(FeatureLoss):
     def __init__(self, base: FeatureLoss, weight: float) -> None:
         super().__init__()
         if weight < 0:
-            raise ValueError(f"{base.name}: relational weight must be >= 0, got {weight}")
+            raise ConfigError(f"{base.name}: relational weight must be >= 0, got {weight}")
         self.base, self.weight, self.name = base, float(weight), base.name
 
     def target(self, teacher_feat: torch.Tensor) -> torch.Tensor:
@@ -212,7 +213,7 @@ def build_loss(cfg: Mapping[str, Any] | str, stats: FeatureStats | None = None) 
             pass
         cfg = dict(cfg)
     if "name" not in cfg:
-        raise ValueError(f"loss config needs a 'name' (one of {', '.join(LOSSES.names())})")
+        raise ConfigError(f"loss config needs a 'name' (one of {', '.join(LOSSES.names())})")
     name = cfg.pop("name")
     relational = float(cfg.pop("relational", 0.0) or 0.0)
     cls = LOSSES.get(name)
@@ -220,7 +221,7 @@ def build_loss(cfg: Mapping[str, Any] | str, stats: FeatureStats | None = None) 
     unknown = sorted(set(cfg) - set(params) | ({"stats"} & set(cfg)))
     if unknown:
         allowed = ", ".join([*(p for p in params if p != "stats"), "relational"])
-        raise ValueError(f"loss '{name}' has no option(s) {', '.join(unknown)}; its options: {allowed}")
+        raise ConfigError(f"loss '{name}' has no option(s) {', '.join(unknown)}; its options: {allowed}")
     if "stats" in params:
         cfg["stats"] = stats
     loss = cls(**cfg)

@@ -14,6 +14,7 @@ import albumentations as A
 import numpy as np
 
 from facekd.data.augment import frame_square
+from facekd.errors import ConfigError
 
 __all__ = ["ViewSource", "view_seed", "make_views", "fresh_views"]
 
@@ -45,16 +46,16 @@ class ViewSource:
 
     def __post_init__(self) -> None:
         if self.targets not in self.TARGETS:
-            raise ValueError(f"source '{self.name}': targets must be one of {', '.join(self.TARGETS)}, "
-                             f"got {self.targets!r}")
+            raise ConfigError(f"source '{self.name}': targets must be one of {', '.join(self.TARGETS)}, "
+                              f"got {self.targets!r}")
         if self.size <= 0:
-            raise ValueError(f"source '{self.name}' holds no images")
+            raise ConfigError(f"source '{self.name}' holds no images")
         if self.views < 1:
-            raise ValueError(f"source '{self.name}': views must be >= 1, got {self.views}")
+            raise ConfigError(f"source '{self.name}': views must be >= 1, got {self.views}")
         if self.views > 1 and self.augment is None:
-            raise ValueError(f"source '{self.name}': {self.views} views of each image need an augmentation")
+            raise ConfigError(f"source '{self.name}': {self.views} views of each image need an augmentation")
         if self.weight < 0:
-            raise ValueError(f"source '{self.name}': weight must be >= 0, got {self.weight}")
+            raise ConfigError(f"source '{self.name}': weight must be >= 0, got {self.weight}")
 
     def __len__(self) -> int:
         return self.size * self.views

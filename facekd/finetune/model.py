@@ -13,6 +13,7 @@ from torch import nn
 
 from facekd.models import LinearHead, Student
 from facekd.models.standardize import Standardize
+from facekd.errors import ConfigError
 
 __all__ = ["FEATURES", "NORMS", "FeatureNorm", "SpecializedModel", "Preprocessed"]
 
@@ -26,7 +27,7 @@ class FeatureNorm(Standardize):
 
     def __init__(self, dim: int, mode: str = "none") -> None:
         if mode not in NORMS:
-            raise ValueError(f"unknown feature norm '{mode}'; use one of {', '.join(NORMS)}")
+            raise ConfigError(f"unknown feature norm '{mode}'; use one of {', '.join(NORMS)}")
         super().__init__(dim)
         self.mode = mode
 
@@ -52,7 +53,7 @@ class SpecializedModel(nn.Module):
     def __init__(self, student: Student, num_classes: int, features: str = "embed", norm: str = "none") -> None:
         super().__init__()
         if features not in FEATURES:
-            raise ValueError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
+            raise ConfigError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
         self.student = student
         self.features = features
         dim = student.out_dim if features == "embed" else student.feature_dim

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from facekd.engine import Task, autocast
 from facekd.finetune.model import SpecializedModel
 from facekd.metrics import classification_metrics, selection_score
+from facekd.errors import ConfigError
 
 __all__ = ["LOSSES", "classification_loss", "HeadTask", "predict_scores"]
 
@@ -36,7 +37,7 @@ def classification_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -
         return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, logits.shape[1]).float())
     if name == "ce":
         return F.cross_entropy(logits, labels)
-    raise ValueError(f"unknown finetune loss '{name}'; use one of {', '.join(LOSSES)}")
+    raise ConfigError(f"unknown finetune loss '{name}'; use one of {', '.join(LOSSES)}")
 
 
 @torch.no_grad()
@@ -67,7 +68,7 @@ class HeadTask(Task):
                  eval_batch_size: int = 64, select_on: str | None = None) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"unknown finetune loss '{loss}'; use one of {', '.join(LOSSES)}")
+            raise ConfigError(f"unknown finetune loss '{loss}'; use one of {', '.join(LOSSES)}")
         if inputs not in ("features", "images"):
             raise ValueError(f"inputs must be 'features' or 'images', got {inputs!r}")
         if unfreeze and inputs == "features":

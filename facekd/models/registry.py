@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 from facekd.config import plain as _plain
 from facekd.models.base import Student, Teacher
 from facekd.registry import Registry
+from facekd.errors import ConfigError
 
 __all__ = ["TEACHERS", "STUDENTS", "build_teacher", "build_student", "teacher_architecture"]
 
@@ -24,7 +25,7 @@ STUDENTS: Registry = Registry("student", "facekd.models.students")
 def _split(cfg: Mapping, section: str) -> tuple[str, dict[str, Any]]:
     cfg = _plain(cfg)
     if "name" not in cfg:
-        raise ValueError(f"the {section} config needs a 'name' ({section}=NAME)")
+        raise ConfigError(f"the {section} config needs a 'name' ({section}=NAME)")
     name = cfg.pop("name")
     return name, cfg
 
@@ -36,8 +37,8 @@ def _check_keys(fn: Callable, kwargs: Mapping[str, Any], section: str, name: str
     known = [k for k in params if k not in skip]
     unknown = sorted(set(kwargs) - set(known))
     if unknown:
-        raise ValueError(f"unknown {section} option(s) {', '.join(f'{section}.{k}' for k in unknown)} "
-                         f"for {section} '{name}'; it accepts: {', '.join(f'{section}.{k}' for k in known)}")
+        raise ConfigError(f"unknown {section} option(s) {', '.join(f'{section}.{k}' for k in unknown)} "
+                          f"for {section} '{name}'; it accepts: {', '.join(f'{section}.{k}' for k in known)}")
 
 
 def build_teacher(cfg: Mapping) -> Teacher:

@@ -24,6 +24,7 @@ from facekd.assets import sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict, require_weights_file
 from facekd.models.registry import TEACHERS
+from facekd.errors import ConfigError
 
 __all__ = ["FacenetTeacher", "FacenetVGGFace2Teacher", "FacenetCasiaTeacher", "inception_resnet_v1"]
 
@@ -47,7 +48,7 @@ class FacenetTeacher(Teacher):
     def __init__(self, feature: str = "embedding") -> None:
         super().__init__()
         if feature not in _FEATURES:
-            raise ValueError(f"unknown facenet feature '{feature}'; choose one of {', '.join(_FEATURES)}")
+            raise ConfigError(f"unknown facenet feature '{feature}'; choose one of {', '.join(_FEATURES)}")
         self.name, self.feature, self.feature_shape = f"facenet_{self.variant}", feature, _FEATURES[feature]
         self.preprocess = Preprocess(size=160, scale=1.0, mean=(127.5,) * 3, std=(128.0,) * 3)
         self.net = inception_resnet_v1()

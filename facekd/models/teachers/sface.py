@@ -38,6 +38,7 @@ from facekd.assets import EMBEDDED_ASSETS, resolve, sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict
 from facekd.models.registry import TEACHERS
+from facekd.errors import ConfigError
 
 __all__ = ["SFace", "SFaceTeacher", "dequantize_blocks", "read_sface_onnx", "sface_onnxruntime_session"]
 
@@ -197,7 +198,7 @@ class SFaceTeacher(Teacher):
     def __init__(self, feature: str = "embedding") -> None:
         super().__init__()
         if feature not in _FEATURES:
-            raise ValueError(f"unknown SFace feature '{feature}'; choose one of {', '.join(_FEATURES)}")
+            raise ConfigError(f"unknown SFace feature '{feature}'; choose one of {', '.join(_FEATURES)}")
         self.name, self.feature, self.feature_shape = "sface", feature, _FEATURES[feature]
         self.preprocess = Preprocess(size=112, scale=1.0, mean=(_INPUT_MEAN,) * 3, std=(1.0 / _INPUT_SCALE,) * 3)
         self.net = SFace()

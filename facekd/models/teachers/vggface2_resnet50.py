@@ -32,6 +32,7 @@ from facekd.assets import sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict, require_weights_file
 from facekd.models.registry import TEACHERS
+from facekd.errors import ConfigError
 
 __all__ = ["CaffeResNet50", "VGGFace2ResNet50Teacher", "read_vggface2_pickle", "load_vggface2_resnet50",
            "check_caffe_layout", "VGGFACE2_MEAN_BGR", "VGGFACE2_CLASSES", "WEIGHTS_FILE"]
@@ -158,7 +159,7 @@ class VGGFace2ResNet50Teacher(Teacher):
     def __init__(self, feature: str = "pool5") -> None:
         super().__init__()
         if feature not in _FEATURES:
-            raise ValueError(f"unknown vggface2_resnet50 feature '{feature}'; choose one of {', '.join(_FEATURES)}")
+            raise ConfigError(f"unknown vggface2_resnet50 feature '{feature}'; choose one of {', '.join(_FEATURES)}")
         self.name, self.feature, self.feature_shape = "vggface2_resnet50", feature, _FEATURES[feature]
         self.preprocess = Preprocess(size=224, resize=256, bgr=True, scale=1.0, mean=VGGFACE2_MEAN_BGR)
         self.net = CaffeResNet50()
