@@ -77,8 +77,11 @@ def _guarded(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     @functools.wraps(task)
     def job(cfg: Any) -> Any:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         try:
-            return task(cfg)
+            with logging_redirect_tqdm():  # log lines go above a progress bar, never into it
+                return task(cfg)
         except FacekdError as err:
             refuse(err)
         except OSError as err:

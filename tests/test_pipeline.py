@@ -20,3 +20,16 @@ def test_main_job_smoke(tmp_path):
         assert 0.0 <= float(r["accuracy_mean"]) <= 1.0 and int(r["params"]) >= 0
     assert (out / "tsne.png").stat().st_size > 0 and (out / "accuracy.png").exists()
     assert "main job finished" in proc.stdout
+    # what it prints: the headline table under the long row names, marked as smoke
+    assert "| distilled ResNet-18 (sigmoid-BCE, frozen) + linear head |" in proc.stdout
+    assert "| raw pixels, nearest class mean (floor) |" in proc.stdout
+    assert "profile=smoke" in proc.stdout and "not results" in proc.stdout
+    md = (out / "comparison.md").read_text()
+    assert md.startswith("# Smoke run (toy sizes): Baseline comparison") and "SMOKE (toy sizes)" in md
+    # a fresh run logs no resume line, and the main job's finetune run is deployable like finetune.py's
+    assert "resume" not in proc.stderr.lower()
+    import json
+
+    result = json.loads((out / "results.json").read_text())["results"]["feature_kd_bce"][0]
+    ft = Path(result["extra"]["finetune_run"])
+    assert (ft / "model.onnx").stat().st_size > 0 and (ft / "confusion.png").exists()

@@ -293,7 +293,8 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     result = MethodResult(method=name, student=fitted.student, seed=int(seed), test=scores["test"],
                           val=scores.get("val", {}), params=int(card["params"]), mflops=float(card["mflops"]),
                           cpu_ms_per_img=float(card["cpu_ms_per_img"]), train_seconds=round(train_seconds, 2),
-                          extra={**fitted.extra, **scores["extra"], "prepare_seconds": round(prepare_seconds, 2)},
+                          extra={**fitted.extra, **scores["extra"], **latency_extra(card),
+                                 "prepare_seconds": round(prepare_seconds, 2)},
                           config_hash=digest, run_dir=str(run_dir))
     save_test_features(predictor, data, run_dir / TEST_FEATURES, int(cfg.get("eval_batch_size", 64)))
     write_json(path, result.as_dict())
@@ -309,6 +310,11 @@ def save_test_features(predictor: Predictor, data: LabeledData, path: Path, batc
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, features=feats.numpy(), labels=y.numpy())
+
+
+def latency_extra(card: Mapping[str, Any]) -> dict[str, Any]:
+    """The latency measurement's conditions (CPU share, load average, busy flag) from a model card."""
+    return {f"latency_{k}": card[k] for k in ("cpu_share", "load1", "busy") if k in card}
 
 
 def _card(predictor: Predictor, repeats: int) -> dict[str, float]:

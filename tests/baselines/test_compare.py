@@ -34,3 +34,28 @@ def test_compare_writes_table_csv_chart_and_reuses_results(smoke_root, compose_s
     monkeypatch.setattr(base.METHODS.get("scratch"), "fit", boom)
     again = compare_baselines(cfg)
     assert [r["accuracy_mean"] for r in again] == [r["accuracy_mean"] for r in rows]
+
+
+def _row(method, acc, busy=False, **extra):
+    return {"method": method, "seeds": 3, "accuracy_mean": acc, "accuracy_std": 0.01, "f1_macro_mean": acc - 0.01,
+            "f1_macro_std": 0.02, "params": 11_200_000, "mflops": 296.4, "cpu_ms_per_img": 10.44,
+            "latency_busy": busy, **extra}
+
+
+def test_headline_table_uses_long_names_and_flags_busy_latency():
+    from facekd.baselines.compare import BUSY_NOTE, headline_markdown
+
+    rows = [_row("scratch", 0.954), _row("transfer", 0.968, busy=True, teacher_ncm_accuracy_mean=0.989,
+                                         teacher_ncm_accuracy_std=0.0)]
+    text = headline_markdown(rows, {"scratch": "ResNet-18 from scratch (augmented)", "transfer": "teacher probe"})
+    lines = text.splitlines()
+    assert lines[0] == "| method | accuracy % | macro-F1 % | params (M) | MFLOPs | CPU ms/img |"
+    assert lines[2] == "| ResNet-18 from scratch (augmented) | 95.4 ± 1.0 | 94.4 ± 2.0 | 11.20 | 296 | 10.4 |"
+    assert lines[3] == "| teacher probe (nearest class mean 98.9 ± 0.0%) | 96.8 ± 1.0 | 95.8 ± 2.0 | 11.20 | 296 | 10.4 * |"
+    assert lines[-1] == BUSY_NOTE
+
+
+def test_smoke_profile_is_read_from_the_run():
+    from facekd.baselines.compare import run_profile
+
+    assert run_profile({"run_profile": "smoke"}) == "smoke" and run_profile({}) == "default"
