@@ -2,7 +2,9 @@
 
 Stages hand over artifacts, not memory: each stage writes a run folder holding a ``manifest.json``
 (stage, config, input hashes, versions, seed) beside its outputs, and the next stage reads it back with
-:func:`read_manifest`, which refuses a missing, incomplete or mismatched run with the reason.
+:func:`read_manifest`, which refuses a missing, incomplete or mismatched run with the reason.  The
+manifest's ``artifacts`` holds the sha256 and size of each file the stage wrote; the next stage checks
+the files it uses against it (:func:`facekd.hashing.verify_artifacts`).
 """
 from __future__ import annotations
 

@@ -137,6 +137,30 @@ def test_rerun_resumes_the_finished_run(smoke, student_run):
     assert read_manifest(run, "finetune")["complete"]  # the finished run was left as it was
 
 
+def test_model_file_is_checksummed_and_a_damaged_one_refused(smoke, tmp_path):
+    import shutil
+
+    from facekd.errors import ArtifactError
+    from facekd.hashing import content_hash
+
+    _, run, _, _ = smoke
+    m = read_manifest(run, "finetune")
+    assert {"model.safetensors", "model.onnx", "test_features.npz"} <= set(m["artifacts"])
+    assert m["artifacts"]["model.safetensors"]["sha256"] == content_hash(run / "model.safetensors")
+    distilled = read_manifest(m["student_run"]["path"], "distill")
+    assert m["student_sha256"] == distilled["artifacts"][STUDENT_FILE]["sha256"]
+    copy = tmp_path / "finetune" / run.name
+    shutil.copytree(run, copy)
+    path = copy / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(b ^ 0xFF for b in data[-64:])
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=rf"model\.safetensors is damaged: its sha256 .* written by the finetune "
+                                            rf"stage; to write it again, rerun it: `python scripts/finetune.py "
+                                            rf"paths.root={tmp_path} finetune.name={run.name} finetune.student_run="):
+        load_finetuned(copy)
+
+
 def test_unfrozen_backbone_with_augmentation_trains_the_student(smoke, student_run):
     root, *_ = smoke
     cfg = compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.unfreeze=true",

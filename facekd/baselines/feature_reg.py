@@ -236,10 +236,10 @@ class FeatureRegularized(Method):
     def _synthetic_views(self, count: int, augment: Any, size: int, seed: int) -> torch.Tensor:
         """``count`` synthetic faces of the generate run, each with one target-like augmented view."""
         from facekd.baselines.feature_kd import augment_preset
-        from facekd.data.synthetic import SyntheticFaces
+        from facekd.distill.sources import open_generate_run
         from facekd.distill.views import ViewSource, make_views
 
-        faces = SyntheticFaces(self.synthetic_run)
+        faces = open_generate_run(self.synthetic_run)  # its shards checked against the recorded checksums
         if count > len(faces):
             raise TapPairError(f"kd.synthetic.count={count}, but the generate run {self.synthetic_run} holds "
                                f"{len(faces)} faces; generate more or lower the count")

@@ -7,11 +7,18 @@ preprocessing.  A later epoch never runs the teacher.  Building is resumable chu
 whose manifest disagrees with what the caller expects is refused with the fields that differ.  A cache of
 the same views and teacher at another stored size (another student input size) takes its features from
 the finished one instead of running the teacher again.
+
+The key holds the sources' fingerprints, which hold the sha256 of every file read, so a photo or shard
+replaced under the same name makes a new cache.  A finished cache records the sha256 of its files
+(``artifacts``) and is checked against them when opened: :func:`build_feature_cache` rebuilds a damaged
+one, and :class:`FeatureCache` refuses it (:class:`facekd.errors.ArtifactError` naming the file).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +30,15 @@ from tqdm.auto import tqdm
 from facekd.data.augment import frame_square
 from facekd.distill.views import ViewSource, make_views
 from facekd.engine import autocast
+from facekd.errors import ArtifactError
+from facekd.hashing import artifact_checksums, verify_artifacts
 from facekd.runs import RunError, config_hash, read_json, versions, write_json
 
 __all__ = ["FeatureCache", "ImageMeanTargets", "build_feature_cache", "cache_key", "cache_folder"]
+
+log = logging.getLogger(__name__)
+
+FILES = ("images.npy", "features.npy", "stats.npz")
 
 
 def cache_key(source: ViewSource, teacher_key: dict, store_size: int, precision: str = "fp32") -> dict:
@@ -43,7 +56,7 @@ def cache_folder(root: str | os.PathLike, key: dict) -> Path:
 class FeatureCache:
     """A finished cache, opened read-only with memory maps (never loaded whole)."""
 
-    def __init__(self, folder: str | os.PathLike, expected_key: dict | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike, expected_key: dict | None = None, *, verified: bool = False) -> None:
         self.folder = Path(folder)
         path = self.folder / "manifest.json"
         if not path.exists():
@@ -54,6 +67,9 @@ class FeatureCache:
         if expected_key is not None and self.manifest.get("key") != expected_key:
             diff = _diff(self.manifest.get("key", {}), expected_key)
             raise RunError(f"feature cache {self.folder} is stale or from another setup; differing fields: {diff}")
+        if not verified:
+            verify_artifacts(self.folder, self.manifest, FILES, writer=f"the distill stage (teacher-feature cache "
+                             f"{self.folder})", fix="rerun the distill stage, which rebuilds a damaged cache")
         self.images = np.load(self.folder / "images.npy", mmap_mode="r")
         self.features = np.load(self.folder / "features.npy", mmap_mode="r")
         if len(self.images) != len(self.features):
@@ -140,7 +156,10 @@ def _same_features(root: Path, key: dict) -> FeatureCache | None:
             continue
         other = manifest.get("key", {})
         if manifest.get("complete") and {k: v for k, v in other.items() if k != "store_size"} == want:
-            return FeatureCache(path.parent, other)
+            try:
+                return FeatureCache(path.parent, other)
+            except (ArtifactError, RunError) as e:
+                log.warning("not copying features from %s: %s", path.parent, e)
     return None
 
 
@@ -164,7 +183,11 @@ def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_ke
         if manifest.get("key") != key:
             raise RunError(f"feature cache {folder} does not match its key: {_diff(manifest.get('key', {}), key)}")
         if manifest.get("complete"):
-            return FeatureCache(folder, key)
+            try:
+                return FeatureCache(folder, key)
+            except ArtifactError as e:
+                log.warning("%s Rebuilding the cache.", e)
+                shutil.rmtree(folder)
     n, dim = len(source), int(teacher.feature_dim)
     folder.mkdir(parents=True, exist_ok=True)
     mode = "r+" if manifest_path.exists() else "w+"
@@ -215,7 +238,7 @@ def build_feature_cache(source: ViewSource, teacher: torch.nn.Module, teacher_ke
     mean /= n
     std = np.sqrt(np.maximum(sq / n - mean ** 2, 0)) + 1e-6
     np.savez(folder / "stats.npz", mean=mean.astype(np.float32), std=std.astype(np.float32))
-    manifest.update(complete=True, seconds=round(time.time() - t0, 2))
-    write_json(manifest_path, manifest)
     del images, feats
-    return FeatureCache(folder, key)
+    manifest.update(complete=True, seconds=round(time.time() - t0, 2), artifacts=artifact_checksums(folder, FILES))
+    write_json(manifest_path, manifest)
+    return FeatureCache(folder, key, verified=True)

@@ -10,6 +10,10 @@ Training sources (each with a sampling ``weight``, ``views`` per image and an ``
 Evaluation sources: the synthetic holdout, and the labeled set's ``val`` and ``test`` images (one clean
 view each).  Val and test images never train: :func:`check_no_leak` asserts it on file paths and is
 called on every source set the stage builds.
+
+A source's ``fingerprint`` (part of every teacher-feature cache key) holds the sha256 of every file it
+reads (the photos, or the generate run's shards), so a file replaced under the same name makes a new
+cache.  :func:`open_generate_run` checks the shards against the checksums the generate stage recorded.
 """
 from __future__ import annotations
 
@@ -23,11 +27,14 @@ from facekd.data.augment import build_augmentation, frame_square
 from facekd.data.datasets import load_images
 from facekd.data.faces import IMAGE_SUFFIXES, FaceDataError, read_image
 from facekd.data.labeled import LabeledData
-from facekd.data.synthetic import SyntheticFaces
+from facekd.data.synthetic import SyntheticFaces, shard_paths
 from facekd.distill.views import ViewSource
+from facekd.hashing import content_hashes, verify_artifacts
 from facekd.runs import config_hash
+from facekd.errors import ConfigError
 
-__all__ = ["LeakageError", "resolve_augment", "synthetic_sources", "labeled_train_items", "labeled_train_source", "folder_source",
+__all__ = ["LeakageError", "resolve_augment", "open_generate_run", "generate_command", "synthetic_sources",
+           "labeled_train_items", "labeled_train_source", "folder_source",
            "real_eval_sources", "check_no_leak", "evenly_spaced"]
 
 
@@ -44,8 +51,8 @@ def resolve_augment(spec: Any, presets: Mapping[str, Any]) -> tuple[Any, list]:
         return None, []
     if isinstance(spec, str):
         if spec not in presets:
-            raise ValueError(f"unknown augmentation preset '{spec}'; presets: {', '.join(sorted(presets))} "
-                             "(or give a list of albumentations steps)")
+            raise ConfigError(f"unknown augmentation preset '{spec}'; presets: {', '.join(sorted(presets))} "
+                              "(or give a list of albumentations steps)")
         spec = presets[spec]
     steps = list(spec or [])
     return build_augmentation(steps), steps
@@ -57,25 +64,50 @@ def _source_args(cfg: Mapping[str, Any], presets: Mapping[str, Any]) -> dict:
             "weight": float(cfg.get("weight", 1.0)), "targets": str(cfg.get("targets", "view"))}
 
 
+def generate_command(run_dir: str | os.PathLike) -> str:
+    """The command that (re)makes the generate run ``run_dir`` (``<paths.root>/generate/<name>``)."""
+    run = Path(run_dir).resolve()
+    return (f"`python scripts/generate.py paths.root={run.parent.parent} generate.name={run.name}` with the "
+            "overrides it was made with (it remakes damaged shards in place)")
+
+
+def _shard_files(faces: SyntheticFaces) -> list[str]:
+    return [shard_paths(faces.run_dir, i)[0].relative_to(faces.run_dir).as_posix() for i in range(len(faces.lengths))]
+
+
+def open_generate_run(run_dir: str | os.PathLike) -> SyntheticFaces:
+    """A complete generate run whose shards match the sha256 its manifest recorded.
+
+    Refuses a missing or unfinished run (:class:`facekd.runs.RunError`) and a damaged, truncated or
+    replaced shard (:class:`facekd.errors.ArtifactError` naming it); a run made before checksums were
+    recorded is accepted with a warning.
+    """
+    faces = SyntheticFaces(run_dir)
+    verify_artifacts(faces.run_dir, faces.manifest, _shard_files(faces), writer="the generate stage",
+                     fix=f"rerun it: {generate_command(faces.run_dir)}")
+    return faces
+
+
 def synthetic_sources(faces: SyntheticFaces, cfg: Mapping[str, Any], presets: Mapping[str, Any],
                       seed: int) -> tuple[ViewSource, ViewSource]:
     """``(train, holdout)`` sources over a generate run: the first ``num_images`` faces (null = all but the
     holdout) train, the last ``holdout`` faces are held out (one view each, same augmentation)."""
     n, holdout = len(faces), int(cfg.get("holdout", 0))
     if holdout < 1:
-        raise ValueError("distill.sources.synthetic.holdout must be >= 1: the best epoch is chosen on held-out faces")
+        raise ConfigError("distill.sources.synthetic.holdout must be >= 1: the best epoch is chosen on held-out faces")
     avail = n - holdout
     num = avail if cfg.get("num_images") is None else int(cfg["num_images"])
     if avail < 1 or not 1 <= num <= avail:
-        raise ValueError(f"the generate run {faces.run_dir} has {n} faces: {holdout} held out leave {avail} for "
-                         f"training, but distill.sources.synthetic.num_images={cfg.get('num_images')}; generate "
-                         "more faces or lower num_images / holdout")
+        raise ConfigError(f"the generate run {faces.run_dir} has {n} faces: {holdout} held out leave {avail} for "
+                          f"training, but distill.sources.synthetic.num_images={cfg.get('num_images')}; generate "
+                          "more faces or lower num_images / holdout")
     args = _source_args(cfg, presets)
 
     def reader(offset: int):
         return lambda idx: faces.batch(np.asarray(idx, dtype=np.int64) + offset)
 
-    base = {"run": str(faces.config_hash), "size": faces.image_size}
+    shards = content_hashes([faces.run_dir / f for f in _shard_files(faces)])  # the bytes, not the run's name
+    base = {"shards_sha256": shards, "size": faces.image_size}
     train = ViewSource(name="synthetic", size=num, read=reader(0), seed=seed,
                        fingerprint=config_hash({**base, "range": [0, num]}), **args)
     hold = ViewSource(name="synthetic-holdout", size=holdout, read=reader(avail), seed=seed + 1,
@@ -85,7 +117,10 @@ def synthetic_sources(faces: SyntheticFaces, cfg: Mapping[str, Any], presets: Ma
 
 
 def _files_fingerprint(root: str | os.PathLike, files: Sequence[str], size: int, framing: str) -> str:
-    return config_hash({"root": str(Path(root).resolve()), "files": list(files), "size": size, "framing": framing})
+    """The photos' names and bytes (sha256 of each file), and how they are framed."""
+    digests = content_hashes([Path(root) / f for f in files])
+    return config_hash({"root": str(Path(root).resolve()), "files": list(files), "sha256": digests, "size": size,
+                        "framing": framing})
 
 
 def _photo_source(name: str, root: str | os.PathLike, files: Sequence[str], size: int, framing: str,
@@ -140,7 +175,7 @@ def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:
     if limit is None or limit >= len(items):
         return items
     if limit < 1:
-        raise ValueError(f"an image limit must be >= 1, got {limit}")
+        raise ConfigError(f"an image limit must be >= 1, got {limit}")
     return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, limit).round().astype(int))]
 
 

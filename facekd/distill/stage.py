@@ -8,6 +8,11 @@ synthetic holdout and on the real val / test images; the best epoch is the one o
 
 Under ``torchrun`` rank 0 prepares every input (caches, split, connector) while the others wait at a
 barrier, then all ranks open the finished caches.
+
+The generate run's shards are checked against the checksums its manifest recorded before anything
+else, and every cache is keyed on the bytes of the files it reads.  The run's manifest records the
+sha256 of every file the stage writes (``artifacts``) and the fingerprint of every source it read
+(``source_fingerprints``).
 """
 from __future__ import annotations
 
@@ -28,12 +33,13 @@ from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_c
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
 from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_items, labeled_train_source,
-                                    real_eval_sources, synthetic_sources)
+                                    open_generate_run, real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.student_run import STAGE, STUDENT_FILE
 from facekd.distill.views import ViewSource
 from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
                            save_safetensors, seed_everything)
+from facekd.hashing import artifact_checksums, read_safetensors
 from facekd.metrics import RegressionMeter
 from facekd.models import Student, Teacher, build_student, build_teacher
 from facekd.runs import read_json, write_json, write_manifest
@@ -241,10 +247,10 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
         view_labels = labels[np.arange(len(lt_cache)) // lt_source.views]
         path = run_dir / CONNECTOR_FILE
         if reuse_connector and path.exists():
-            from safetensors.torch import load_file
-
             connector = Connector(stats)
-            connector.load_state_dict(load_file(str(path)))
+            connector.load_state_dict(read_safetensors(
+                path, writer="this distill run (the paper connector, saved before an interruption)",
+                fix="delete it and resume the run (resume=true), which trains the connector again"))
             connector.requires_grad_(False).eval()
             info = read_json(run_dir / "connector.json")
         else:
@@ -309,7 +315,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     train_cfg = TrainConfig.from_config(d["train"], seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
                                         resume=bool(cfg.get("resume", False)))
     info, device = init_distributed(train_cfg.device)
-    SyntheticFaces(d["generate_run"])  # refuse a missing or incomplete generate run before anything else
+    open_generate_run(d["generate_run"])  # refuse a missing, incomplete or damaged generate run before anything else
 
     teacher = build_teacher(cfg["teacher"]).to(device)
     student_section = check_dims(teacher, cfg["student"])
@@ -396,7 +402,9 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
                      for s, c in zip(inputs.train_sources, inputs.train_caches or [None] * len(inputs.train_sources))],
             eval_caches={k: str(c.folder) for k, c in inputs.evals.items()},
             samples_per_epoch=data.total, best_epoch=result.best_epoch, best=best, connector=inputs.connector_info,
-            taps=tap_info,
+            taps=tap_info, source_fingerprints={s.name: s.fingerprint for s in inputs.train_sources},
+            artifacts=artifact_checksums(run_dir, [f for f in (STUDENT_FILE, ADAPTERS_FILE, CONNECTOR_FILE,
+                                                               "connector.json") if (run_dir / f).is_file()]),
             summary=line, complete=True)
         (run_dir / "summary.txt").write_text(line + "\n")
         log.info(line)

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from facekd.distill.tap_loss import pool_to
 from facekd.models.base import Teacher
 from facekd.models.taps import FeatureTaps, tap_shapes
-from facekd.runs import write_json
 from facekd.errors import FacekdError
+from facekd.hashing import tensor_sha256
+from facekd.runs import write_json
 
 __all__ = ["TapCacheError", "aligned_shapes", "cache_bytes", "tensor_sha256", "teacher_tap_targets"]
 
@@ -36,13 +37,6 @@ INDEX = "index.json"
 
 class TapCacheError(FacekdError, ValueError):
     """A teacher-tap cache that would exceed its disk budget."""
-
-
-def tensor_sha256(x: torch.Tensor) -> str:
-    """sha256 of a tensor's bytes (contiguous, on the CPU) and its shape and dtype."""
-    h = hashlib.sha256(f"{tuple(x.shape)}/{x.dtype}".encode())
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def aligned_shapes(shapes: Mapping[str, Sequence[int]], paths: Sequence[str],

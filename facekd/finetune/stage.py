@@ -17,13 +17,19 @@
    ``val`` and ``test`` figures, the model card and the ONNX parity), ``metrics.csv``, ``f1_curve.png``,
    ``confusion.png`` (test), ``model.safetensors`` (student + norm + head), ``model.onnx`` (see
    :data:`ONNX_INPUT_SPEC`), ``test_features.npz`` (the test images' student features, labels and
-   predictions, for t-SNE) and ``manifest.json`` (stage ``finetune``, ``complete: true`` when done).
+   predictions, for t-SNE) and ``manifest.json`` (stage ``finetune``, ``complete: true`` when done; its
+   ``artifacts`` records the sha256 and size of the model, ONNX and feature files, and ``student_sha256``
+   the distilled weights it started from).
+
+The distilled student is checked against the checksum its distill run recorded before it is used
+(:func:`facekd.distill.load_student`), and :func:`load_finetuned` checks ``model.safetensors`` the same way.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +42,12 @@ from facekd.config import plain as _plain
 from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
 from facekd.distill import load_student
-from facekd.distill.student_run import read_student_manifest, signature_diff
+from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, signature_diff
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
 from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
 from facekd.finetune.task import LOSSES, HeadTask, predict_scores
+from facekd.hashing import artifact_checksums, read_safetensors, verify_artifacts
 from facekd.metrics import classification_metrics
 from facekd.models import build_student, load_state_strict
 from facekd.runs import RunError, read_json, read_manifest, write_json, write_manifest
@@ -198,16 +205,32 @@ def _stage_config(cfg: Mapping[str, Any], settings: FinetuneSettings) -> dict:
             "paths": {"root": str(cfg["paths"]["root"])}}
 
 
-def load_finetuned(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SpecializedModel, list[str]]:
-    """The specialized model of a finished finetune run (weights of its best epoch, eval mode) and its class names."""
-    from safetensors.torch import load_file
+def finetune_command(run_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> str:
+    """The command that makes the finetune run ``run_dir`` again, from what its manifest recorded."""
+    run_dir = Path(run_dir).resolve()
+    args = [f"paths.root={run_dir.parent.parent}", f"finetune.name={run_dir.name}"]
+    student = (manifest.get("student_run") or {}).get("path")
+    if student:
+        args.append(f"finetune.student_run={student}")
+    return (f"`python scripts/finetune.py {' '.join(shlex.quote(a) for a in args)}` with any other overrides it was "
+            "first run with")
 
+
+def load_finetuned(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SpecializedModel, list[str]]:
+    """The specialized model of a finished finetune run (weights of its best epoch, eval mode) and its class names.
+
+    ``model.safetensors`` is checked against the checksum the manifest recorded: a damaged, truncated or
+    replaced file raises :class:`facekd.errors.ArtifactError` naming it and the command that remakes it.
+    """
     run_dir = Path(run_dir)
     m = read_manifest(run_dir, STAGE, complete=True)
+    how = dict(writer="the finetune stage", fix=f"rerun it: {finetune_command(run_dir, m)}")
+    verify_artifacts(run_dir, m, [MODEL_FILE], **how)
     student = build_student(m["student"]["config"], int(m["student"]["out_dim"]))
     model = SpecializedModel(student, len(m["classes"]), m["features"], m["feature_norm"])
+    weights = read_safetensors(run_dir / MODEL_FILE, **how)
     try:
-        state = {k: v for k, v in load_file(str(run_dir / MODEL_FILE)).items() if not k.endswith("num_batches_tracked")}
+        state = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
         load_state_strict(model, state, str(run_dir / MODEL_FILE))
     except (OSError, ValueError) as e:
         raise RunError(f"{run_dir}: cannot load {MODEL_FILE} ({e}); rerun the finetune stage") from e
@@ -324,12 +347,16 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                        title=f"{run_dir.name}: test, epoch {result.best_epoch}, accuracy "
                              f"{100 * test_metrics['accuracy']:.1f}%")
 
+    student_sha256 = ((smanifest.get("artifacts") or {}).get(STUDENT_FILE) or {}).get("sha256")
     write_manifest(run_dir, STAGE, stage_cfg, **identity, classes=classes, features=settings.features,
                    feature_norm=settings.feature_norm,
                    student={"config": smanifest["student"], "out_dim": int(smanifest["out_dim"])},
                    image_size=int(data_cfg.get("image_size", 112)), framing=data_cfg.get("framing", "pad"),
                    onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
-                   seed=seed, complete=True)
+                   seed=seed, student_sha256=student_sha256,
+                   artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, FEATURES_FILE)
+                                                          if (run_dir / f).is_file()]),
+                   complete=True)
     log.info("finetune %s: best epoch %s, val %s %.4f, test accuracy %.4f, macro F1 %.4f", run_dir.name,
              result.best_epoch, settings.monitor, best_row[settings.monitor], test_metrics["accuracy"], test_metrics["f1_macro"])
     print(f"finetune {run_dir}: best epoch {result.best_epoch} on val; test accuracy "

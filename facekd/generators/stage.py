@@ -9,6 +9,11 @@ on the batch size, on where a run starts or on a resume in between.
 The run is resumable: finished shards are skipped, the others are (re)written; a folder made with a
 different configuration is refused unless ``overwrite=true``.  Every bad input is refused before anything
 in the folder is touched.
+
+The manifest's ``artifacts`` records the sha256 and size of every file written (shards, ``seeds.npy``,
+preview); later stages check the shards against it.  Rerunning the stage on a complete run remakes any
+shard whose file no longer matches (the faces are deterministic, so the bytes come back the same), and
+records the checksums of a run made before they were recorded once its shards match their own records.
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ from facekd.config import plain as _container
 from facekd.data import synthetic
 from facekd.data.synthetic import PREVIEW_FILE, SEEDS_FILE, SHARD_DIR, STAGE, SyntheticFaces
 from facekd.engine import resolve_device
-from facekd.runs import MANIFEST, RunError, atomic_path, config_hash, read_json, write_manifest
+from facekd.hashing import artifact_checksums, content_hashes
+from facekd.runs import MANIFEST, RunError, atomic_path, config_hash, read_json, write_json, write_manifest
 
 from .base import FaceSampler, GeneratorError
 from .face_filter import FaceFilter
@@ -210,6 +216,58 @@ class _ShardFiller:
         return out, list(range(start_seed, start_seed + count)), start_seed + count
 
 
+def _shard_file(run_dir: Path, index: int) -> str:
+    return synthetic.shard_paths(run_dir, index)[0].relative_to(run_dir).as_posix()
+
+
+def _changed_shards(run_dir: Path, recorded: Any, records: list[dict | None]) -> list[int]:
+    """The finished shards (``records[i]`` not None) whose file changed since it was written: it differs from
+    the checksum in ``recorded`` (the manifest's ``artifacts``) or, when none was recorded, its array differs
+    from the sha256 in the shard's own record."""
+    done = [i for i, r in enumerate(records) if r is not None]
+    if not isinstance(recorded, Mapping):
+        return [i for i in done if synthetic.array_sha256(np.load(synthetic.shard_paths(run_dir, i)[0], mmap_mode="r",
+                                                                  allow_pickle=False)) != records[i].get("sha256")]
+    known = [(i, _shard_file(run_dir, i)) for i in done if _shard_file(run_dir, i) in recorded]
+    digests = content_hashes([run_dir / n for _, n in known])
+    return [i for (i, n), d in zip(known, digests) if d != recorded[n].get("sha256")]
+
+
+def _artifacts(run_dir: Path, num_shards: int) -> dict:
+    names = [_shard_file(run_dir, i) for i in range(num_shards)] + [SEEDS_FILE]
+    return artifact_checksums(run_dir, names + ([PREVIEW_FILE] if (run_dir / PREVIEW_FILE).is_file() else []))
+
+
+def _complete_and_intact(run_dir: Path) -> bool:
+    """Whether the complete run in ``run_dir`` needs no work: its shards match the recorded checksums.
+
+    A run made before checksums were recorded has them recorded here when every shard still matches the
+    sha256 of its own record.  Anything damaged is logged, and left to the caller to repair.
+    """
+    try:
+        faces = SyntheticFaces(run_dir)
+    except RunError as e:
+        log.warning("%s; repairing it", e)
+        return False
+    manifest = faces.manifest
+    if "artifacts" in manifest:
+        records = [synthetic.read_shard_record(run_dir, i) for i in range(len(faces.lengths))]
+        changed = _changed_shards(run_dir, manifest["artifacts"], records)
+        if changed:
+            log.warning("%s: shard file(s) %s no longer match the sha256 recorded when they were written; remaking "
+                        "them", run_dir, ", ".join(_shard_file(run_dir, i) for i in changed))
+            return False
+        return True
+    try:
+        faces.verify()
+    except RunError as e:
+        log.warning("%s; remaking the damaged shards", e)
+        return False
+    write_json(run_dir / MANIFEST, {**manifest, "artifacts": _artifacts(run_dir, len(faces.lengths))})
+    log.info("generate: recorded the checksums of %s (made before they were recorded)", run_dir)
+    return True
+
+
 def _write_preview(run_dir: Path, lengths: list[int], count: int) -> None:
     """A grid of the first ``count`` faces (read memory-mapped from the first shards)."""
     from torchvision.utils import make_grid, save_image
@@ -247,22 +305,25 @@ def generate(cfg: Any) -> Path:
     identity = _identity(settings, gen_cfg, sampler, flt)
     run_dir = run_dir_for(c.get("paths", {}).get("root", "runs"), settings.name)
 
-    if _prepare_folder(run_dir, identity, settings.overwrite):
-        try:
-            faces = SyntheticFaces(run_dir)
-        except RunError as e:
-            log.warning("%s; repairing it", e)
-        else:
-            log.info("generate: %s already holds the %d faces of this configuration; nothing to do", run_dir,
-                     len(faces))
-            return run_dir
+    if _prepare_folder(run_dir, identity, settings.overwrite) and _complete_and_intact(run_dir):
+        log.info("generate: %s already holds the %d faces of this configuration; nothing to do", run_dir,
+                 settings.num_images)
+        return run_dir
+    try:  # the checksums of the shards written so far, to tell a damaged finished shard from a good one
+        recorded = read_json(run_dir / MANIFEST).get("artifacts")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
 
     lengths = synthetic.shard_lengths(settings.num_images, settings.shard_size)
     run_fields = {"run": {"batch_size": settings.batch_size, "device": str(device), "preview": settings.preview},
                   "generator": sampler.describe()}
-    write_manifest(run_dir, STAGE, identity, complete=False, **run_fields)
+    # the checksums recorded when the shards were first written stay true (same configuration, same bytes)
+    write_manifest(run_dir, STAGE, identity, complete=False, **run_fields,
+                   **({"artifacts": recorded} if isinstance(recorded, Mapping) else {}))
 
     records = [synthetic.finished_shard(run_dir, i, n, settings.image_size) for i, n in enumerate(lengths)]
+    for i in _changed_shards(run_dir, recorded, records):
+        records[i] = None  # a finished shard whose file changed since it was written: remake it
     done = sum(n for n, r in zip(lengths, records) if r is not None)
     made = 0
     t_loop = time.perf_counter()
@@ -304,6 +365,7 @@ def generate(cfg: Any) -> Path:
     rejected = tried - settings.num_images
     contiguous = rejected == 0
     elapsed = time.perf_counter() - t0
+    artifacts = _artifacts(run_dir, len(lengths))
     write_manifest(
         run_dir, STAGE, identity, complete=True, **run_fields, image_size=settings.image_size, shard_size=settings.shard_size,
         num_images=settings.num_images, num_shards=len(lengths),
@@ -314,7 +376,7 @@ def generate(cfg: Any) -> Path:
                        "torch.Generator('cpu').manual_seed(s)"},
         filter=None if flt is None else {**flt.describe(), "tried": tried, "rejected": rejected,
                                          "rejection_rate": rejected / tried},
-        content_sha256=config_hash([r["sha256"] for r in records]),
+        content_sha256=config_hash([r["sha256"] for r in records]), artifacts=artifacts,
         preview=PREVIEW_FILE, made_now=made, elapsed_s=round(elapsed, 3),
         faces_per_s=round(made / loop_s, 2) if made else None,
     )
