@@ -8,7 +8,8 @@ shared by every seed and only the head is reseeded) and runs the finetune stage 
 (:func:`facekd.finetune.finetune`, into ``${paths.root}/finetune/<this row's run folder name>``); the
 finetuned model (frozen student + norm + linear head) is then scored like every other row.
 
-When the distill run is missing and ``run_missing`` is true, the distill stage is run first with its
+When the distill run is missing and ``run_missing`` is true, :func:`facekd.pipeline.ensure_distill_run` runs the
+distill stage first with its
 own config (``configs/distill.yaml`` with ``loss=<loss> student=<student>``, the same ``data`` and
 ``paths.root``, plus ``distill_overrides``), and before it the generate stage when its run is missing
 (``configs/generate.yaml`` plus ``generate_overrides``).  With ``run_missing: false`` a missing run is
@@ -20,19 +21,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
 from facekd.data.labeled import LabeledData
-from facekd.runs import RunError, config_hash, read_manifest
-from facekd.errors import ConfigError
+from facekd.pipeline import ensure_distill_run
+from facekd.runs import config_hash, read_manifest
 
-__all__ = ["FeatureKD", "student_run_path", "compose_stage_config", "ensure_distill_run", "ensure_generate_run",
-           "augment_preset"]
+__all__ = ["FeatureKD", "distill_name", "row_teacher", "student_run_path"]
 
 log = logging.getLogger(__name__)
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def distill_name(cfg: Mapping[str, Any], seed: int = 0) -> str:
@@ -59,99 +57,6 @@ def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike, seed
     if run:
         return Path(run)
     return Path(paths_root) / "distill" / distill_name(cfg, seed)
-
-
-def compose_stage_config(config_name: str, overrides: Sequence[str]) -> Any:
-    """Compose one of the primary configs (``configs/<config_name>.yaml``) with Hydra overrides.
-
-    Works inside a running Hydra app (``scripts/compare_baselines.py``) and outside one.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=list(overrides))
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
-
-
-def _complete(run_dir: Path, stage: str) -> bool:
-    try:
-        read_manifest(run_dir, stage, complete=True)
-        return True
-    except RunError:
-        return False
-
-
-def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], paths_root: str | os.PathLike,
-                       seed: int = 0) -> Path:
-    """The finished distill run of this row and seed; runs generate and distill first when allowed (see
-    module doc)."""
-    from omegaconf import OmegaConf, open_dict
-
-    run = student_run_path(cfg, paths_root, seed)
-    if _complete(run, "distill"):
-        return run
-    loss, student = cfg.get("loss", "bce"), cfg.get("student", "resnet18")
-    if not cfg.get("run_missing", True) or cfg.get("student_run"):
-        raise RunError(f"feature_kd ({loss}) needs a finished distill run at {run}; make it with "
-                       f"`python scripts/generate.py paths.root={paths_root}` then `python scripts/distill_features.py "
-                       f"loss={loss} student={student} paths.root={paths_root} seed={int(seed)} "
-                       f"distill.name={run.name}` (or set run_missing: true)")
-    device = str(cfg.get("device", "auto"))
-    common = [f"paths.root={paths_root}", f"device={device}"]
-    progress = bool(cfg.get("progress", True))
-    teacher = row_teacher(cfg)
-    dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
-                                            "resume=true", *common,
-                                            f"distill.train.progress={progress}",
-                                            f"seed={int(seed)}", f"distill.name={run.name}",
-                                            *plain(cfg.get("distill_overrides") or [])])
-    with open_dict(dcfg):
-        dcfg.data = OmegaConf.create(plain(data_cfg))
-        dcfg.teacher = OmegaConf.merge(dcfg.teacher, OmegaConf.create(teacher))
-    ensure_generate_run(cfg, paths_root, plain(cfg.get("generate_overrides") or []), Path(dcfg.distill.generate_run))
-    from facekd.distill.stage import distill
-
-    log.info("feature_kd: distilling %s with the %s loss first (%s)", student, loss, run)
-    made = Path(distill(dcfg))
-    if made.resolve() != run.resolve():
-        raise RunError(f"the distill stage wrote {made}, expected {run}; set student_run to it")
-    return run
-
-
-def ensure_generate_run(cfg: Mapping[str, Any], paths_root: str | os.PathLike, overrides: Sequence[str] = (),
-                        run: Path | None = None) -> Path:
-    """The finished generate run ``run`` (default: the distill config's ``distill.generate_run``); runs the
-    generate stage (``configs/generate.yaml`` plus ``overrides``) when it is missing."""
-    common = [f"paths.root={paths_root}", f"device={cfg.get('device', 'auto')}"]
-    if run is None:
-        run = Path(compose_stage_config("distill", common).distill.generate_run)
-    if _complete(run, "generate"):
-        return run
-    from facekd.generators import generate
-
-    gcfg = compose_stage_config("generate", [*common, f"generate.progress={bool(cfg.get('progress', True))}",
-                                             *[str(o) for o in overrides]])
-    log.info("generating the synthetic faces first (%s)", run)
-    made = generate(gcfg)
-    if Path(made).resolve() != Path(run).resolve():
-        raise RunError(f"the generate stage wrote {made}, but the distill config reads {run}; "
-                       "align generate.name and distill.generate_run")
-    return Path(run)
-
-
-def augment_preset(spec: Any) -> tuple[Any, Any]:
-    """``(steps, albumentations pipeline)`` of a preset name of ``distill.augment_presets`` or a list of steps."""
-    from facekd.data.augment import build_augmentation
-
-    if isinstance(spec, str):
-        presets = plain(compose_stage_config("distill", []).distill.augment_presets)
-        if spec not in presets:
-            raise ConfigError(f"unknown augmentation preset {spec!r}; presets: {', '.join(presets)}")
-        spec = presets[spec]
-    steps = plain(spec)
-    return steps, build_augmentation(steps)
 
 
 @METHODS.register("feature_kd")

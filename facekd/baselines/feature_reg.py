@@ -160,7 +160,7 @@ class FeatureRegularized(Method):
 
     def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
                 seed: int = 0) -> dict[str, Any]:
-        from facekd.baselines.feature_kd import ensure_distill_run, ensure_generate_run
+        from facekd.pipeline import ensure_distill_run, ensure_generate_run
         from facekd.runs import read_manifest
 
         kd = kd_settings(cfg)
@@ -235,7 +235,7 @@ class FeatureRegularized(Method):
 
     def _synthetic_views(self, count: int, augment: Any, size: int, seed: int) -> torch.Tensor:
         """``count`` synthetic faces of the generate run, each with one target-like augmented view."""
-        from facekd.baselines.feature_kd import augment_preset
+        from facekd.pipeline import augment_preset
         from facekd.distill.sources import open_generate_run
         from facekd.distill.views import ViewSource, make_views
 
