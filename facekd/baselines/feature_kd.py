@@ -88,7 +88,7 @@ class FeatureKD(Method):
         metrics = finetune(ft_cfg)
         model, _ = load_finetuned(metrics["run_dir"], default_device(cfg))
         body = Preprocessed(model)
-        card = {k: metrics[k] for k in ("params", "mflops", "cpu_ms_per_img")}
+        card = {k: metrics[k] for k in ("params", "mflops", "cpu_ms_per_img", "cpu_share", "load1", "busy") if k in metrics}
         distill = read_manifest(self.student_run, "distill", complete=True)
         extra = {"student_run": str(self.student_run), "finetune_run": metrics["run_dir"],
                  "finetune_best_epoch": metrics.get("best_epoch")}

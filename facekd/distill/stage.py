@@ -407,7 +407,6 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
                                                                "connector.json") if (run_dir / f).is_file()]),
             summary=line, complete=True)
         (run_dir / "summary.txt").write_text(line + "\n")
-        log.info(line)
-        print(line, flush=True)
+        log.info(line)  # once: the console handler shows it, the job's log file keeps it
     barrier()
     return run_dir

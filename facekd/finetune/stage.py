@@ -332,8 +332,9 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "val": val_metrics, "val_loss": float(best_row["val_loss"]), "test": test_metrics,
         "n_images": {"train": len(ytr), "val": len(yva), "test": len(yte)}, "num_classes": len(classes),
         "params": int(card["params"]), "mflops": float(card["mflops"]), "cpu_ms_per_img": float(card["cpu_ms_per_img"]),
+        "cpu_share": float(card["cpu_share"]), "load1": float(card["load1"]), "busy": bool(card["busy"]),
         "model_card": {**card, "input_size": int(student.input_size),
-                       "note": "student + norm + head on the preprocessed input, batch 1, 2 CPU threads"},
+                       "note": "student + norm + head on the preprocessed input, batch 1, one CPU thread, fastest of the repeats"},
         "onnx": onnx_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
     write_json(run_dir / METRICS_JSON, metrics)
 
@@ -357,10 +358,9 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                    artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, FEATURES_FILE)
                                                           if (run_dir / f).is_file()]),
                    complete=True)
-    log.info("finetune %s: best epoch %s, val %s %.4f, test accuracy %.4f, macro F1 %.4f", run_dir.name,
-             result.best_epoch, settings.monitor, best_row[settings.monitor], test_metrics["accuracy"], test_metrics["f1_macro"])
-    print(f"finetune {run_dir}: best epoch {result.best_epoch} on val; test accuracy "
-          f"{100 * test_metrics['accuracy']:.2f}%, macro F1 {100 * test_metrics['f1_macro']:.2f}%")
+    log.info("finetune %s: best epoch %s on val (%s %.4f); test accuracy %.2f%%, macro F1 %.2f%%", run_dir,
+             result.best_epoch, settings.monitor, best_row[settings.monitor], 100 * test_metrics["accuracy"],
+             100 * test_metrics["f1_macro"])
     return metrics
 
 
