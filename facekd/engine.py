@@ -729,7 +729,8 @@ class Trainer:
             if self.is_main:
                 self._write_metrics()
             self._save_checkpoint(task, opt, sched, epoch)
-            if self.is_main:
+            every = max(1, cfg.epochs // 20)  # at most ~20 epoch lines a run (the metrics files keep every epoch)
+            if self.is_main and (epoch % every == 0 or epoch in (1, cfg.epochs) or epoch == self.best_epoch):
                 log.info("epoch %d/%d  %s", epoch, cfg.epochs,
                          "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                                    if k != "epoch"))

@@ -25,7 +25,7 @@ from facekd.config import plain
 from facekd.errors import ConfigError
 from facekd.runs import RunError, read_json, read_manifest, write_json
 
-__all__ = ["main_job", "compose_stage_config", "run_complete", "ensure_distill_run", "ensure_generate_run",
+__all__ = ["main_job", "compose_stage_config", "run_complete", "run_identity", "ensure_distill_run", "ensure_generate_run",
            "augment_preset"]
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,15 @@ def run_complete(run_dir: Path, stage: str) -> bool:
         return True
     except RunError:
         return False
+
+
+def run_identity(run_dir: str | os.PathLike, stage: str) -> dict[str, Any]:
+    """What a finished run is, for the cache key of whatever reads it: its config hash and the sha256 of
+    every artifact its manifest records, so a run remade with the same config but other bytes counts as new."""
+    manifest = read_manifest(run_dir, stage, complete=True)
+    artifacts = manifest.get("artifacts") or {}
+    return {"config_hash": manifest.get("config_hash"),
+            "artifacts": {name: (rec or {}).get("sha256") for name, rec in sorted(artifacts.items())}}
 
 
 def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], paths_root: str | os.PathLike,

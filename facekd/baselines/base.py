@@ -232,15 +232,31 @@ def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, .
 
 
 def method_hash(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], split_id: str,
-                seed: int, inputs: Mapping[str, Any] | None = None) -> str:
-    """The cache key of one run: method, its result-defining config, the data config, the split, the seed
-    and the identity of its inputs from other stages (:meth:`Method.prepare`)."""
+                seed: int, inputs: Mapping[str, Any] | None = None, content: str | None = None) -> str:
+    """The cache key of one run: method, its result-defining config, the data config, the split, the seed,
+    the identity of its inputs from other stages (:meth:`Method.prepare`) and ``content``, the hash of the
+    split's image bytes (:func:`split_content_hash`), so a photo replaced under its name reruns the row."""
     cfg = {k: v for k, v in plain(method_cfg).items() if k not in OPERATIONAL_KEYS}
     key = {"method": name, "cfg": cfg, "data": plain(data_cfg), "split": split_id, "seed": int(seed),
            "protocol": PROTOCOL_VERSION}
+    if content:
+        key["content"] = content
     if inputs:
         key["inputs"] = plain(inputs)
     return config_hash(key)
+
+
+def split_content_hash(data: LabeledData) -> str:
+    """One hash of the bytes of every image the split lists (train, val and test), by relative path.
+
+    The per-file sha256 is remembered while a file's size and timestamps stay the same
+    (:func:`facekd.hashing.content_hashes`), so this costs a few milliseconds after the first run.
+    """
+    from facekd.hashing import content_hashes
+
+    rels = sorted({rel for part in ("train", "val", "test") for rel, _ in data.split.part(part)})
+    root = Path(data.faces.root)
+    return config_hash(list(zip(rels, content_hashes([root / r for r in rels]))))
 
 
 def result_path(paths_root: str | os.PathLike, name: str, digest: str) -> Path:
@@ -265,7 +281,7 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     t_prepare = time.perf_counter()
     inputs = method.prepare(data, cfg, paths_root, seed)
     prepare_seconds = time.perf_counter() - t_prepare
-    digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs)
+    digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs, split_content_hash(data))
     path = result_path(paths_root, name, digest)
     if path.exists() and not force:
         log.info("%s seed %d: cached result %s", name, seed, path)

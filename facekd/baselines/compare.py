@@ -290,7 +290,8 @@ def headline_markdown(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, st
     for r in rows:
         label = str(labels.get(r["method"], r["method"]))
         if "teacher_ncm_accuracy_mean" in r:
-            label += f" (nearest class mean {_pm(r, 'teacher_ncm_accuracy')}%)"
+            ncm = f"nearest class mean {_pm(r, 'teacher_ncm_accuracy')}%"
+            label = f"{label[:-1]}; {ncm})" if label.endswith(")") else f"{label} ({ncm})"
         cells = [label, _pm(r, "accuracy"), _pm(r, "f1_macro"),
                  f"{r['params'] / 1e6:.2f}", f"{r['mflops']:,.0f}",
                  f"{r['cpu_ms_per_img']:.1f}" + (" *" if r.get("latency_busy") else "")]

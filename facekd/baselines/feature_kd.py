@@ -13,8 +13,8 @@ distill stage first with its
 own config (``configs/distill.yaml`` with ``loss=<loss> student=<student>``, the same ``data`` and
 ``paths.root``, plus ``distill_overrides``), and before it the generate stage when its run is missing
 (``configs/generate.yaml`` plus ``generate_overrides``).  With ``run_missing: false`` a missing run is
-an error that names the commands to run.  The distill run's config hash is part of this row's cache
-key, so a redistilled student is finetuned again.
+an error that names the commands to run.  The distill run's identity (config hash and the student file's
+sha256) is part of this row's cache key, so a redistilled student is finetuned again.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
 from facekd.data.labeled import LabeledData
-from facekd.pipeline import ensure_distill_run
+from facekd.pipeline import ensure_distill_run, run_identity
 from facekd.runs import config_hash, read_manifest
 
 __all__ = ["FeatureKD", "distill_name", "row_teacher", "student_run_path"]
@@ -73,8 +73,7 @@ class FeatureKD(Method):
                 seed: int = 0) -> dict[str, Any]:
         self.paths_root = Path(paths_root)
         self.student_run = ensure_distill_run(cfg, data.cfg, paths_root, seed)
-        manifest = read_manifest(self.student_run, "distill", complete=True)
-        return {"student_run": str(self.student_run), "distill_config_hash": manifest.get("config_hash")}
+        return {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         from facekd.finetune import Preprocessed, finetune, load_finetuned

@@ -160,8 +160,7 @@ class FeatureRegularized(Method):
 
     def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
                 seed: int = 0) -> dict[str, Any]:
-        from facekd.pipeline import ensure_distill_run, ensure_generate_run
-        from facekd.runs import read_manifest
+        from facekd.pipeline import ensure_distill_run, ensure_generate_run, run_identity
 
         kd = kd_settings(cfg)
         self.paths_root = Path(paths_root)
@@ -170,10 +169,10 @@ class FeatureRegularized(Method):
             dist = {"loss": "bce", "student": student_config(cfg)["name"], **plain(cfg.get("distill") or {}),
                     "device": cfg.get("device", "auto"), "progress": cfg.get("progress", True)}
             self.student_run = ensure_distill_run(dist, data.cfg, paths_root, seed)
-            inputs["distill_config_hash"] = read_manifest(self.student_run, "distill", complete=True).get("config_hash")
+            inputs["distill"] = run_identity(self.student_run, "distill")
         if int(kd["synthetic"]["count"]) > 0:
             self.synthetic_run = ensure_generate_run(cfg, paths_root, kd["synthetic"].get("generate_overrides") or [])
-            inputs["generate_config_hash"] = read_manifest(self.synthetic_run, "generate", complete=True).get("config_hash")
+            inputs["generate"] = run_identity(self.synthetic_run, "generate")
         return inputs
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:

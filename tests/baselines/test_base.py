@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from facekd.baselines import METHODS, Predictor, evaluate_fitted, run_method
-from facekd.baselines.base import MethodResult, method_hash
+from facekd.baselines.base import MethodResult, method_hash, split_content_hash
 from facekd.baselines.pixels import Pixels
 from facekd.data.preprocess import Preprocess
 
@@ -77,10 +77,35 @@ def test_result_is_cached_by_config_hash(smoke_cfg, smoke_data, monkeypatch):
     again = run_method("pixels", cfg, smoke_cfg.data, root, 0, data=smoke_data)
     assert again == first
     # operational keys do not change the hash; a result-defining key does (and retrains)
-    split = smoke_data.split.id
-    assert method_hash("pixels", {**cfg, "device": "cuda"}, smoke_cfg.data, split, 0) == first.config_hash
-    assert method_hash("pixels", {**cfg, "size": 16}, smoke_cfg.data, split, 0) != first.config_hash
+    split, content = smoke_data.split.id, split_content_hash(smoke_data)
+    assert method_hash("pixels", {**cfg, "device": "cuda"}, smoke_cfg.data, split, 0, None, content) == first.config_hash
+    assert method_hash("pixels", {**cfg, "size": 16}, smoke_cfg.data, split, 0, None, content) != first.config_hash
+    assert method_hash("pixels", cfg, smoke_cfg.data, split, 0, None, content[::-1]) != first.config_hash
     with pytest.raises(AssertionError, match="recomputed"):
         run_method("pixels", {**cfg, "size": 16}, smoke_cfg.data, root, 0, data=smoke_data)
     with pytest.raises(AssertionError, match="recomputed"):
         run_method("pixels", cfg, smoke_cfg.data, root, 0, force=True, data=smoke_data)
+
+
+def test_a_photo_replaced_under_its_name_changes_the_row_key_not_the_split(tmp_path):
+    """The result cache is keyed on the split's image bytes: same names, new pixels -> the row reruns."""
+    import numpy as np
+    from PIL import Image
+
+    from facekd.data.labeled import prepare_labeled
+
+    rng = np.random.default_rng(0)
+    for person in ("ann", "bob", "cy"):
+        (tmp_path / "faces" / person).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "faces" / person / f"{i}.png")
+    data_cfg = {"name": "faces", "root": str(tmp_path / "faces"), "per_class": 1, "val": 1, "test": None,
+                "too_few": "drop", "framing": "pad", "image_size": 16}
+    before = prepare_labeled(data_cfg, tmp_path / "runs")
+    key_before = split_content_hash(before)
+    photo = tmp_path / "faces" / "bob" / "1.png"
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(photo)
+    after = prepare_labeled(data_cfg, tmp_path / "runs")
+    assert after.split.id == before.split.id
+    assert split_content_hash(after) != key_before
+    assert split_content_hash(after) == split_content_hash(prepare_labeled(data_cfg, tmp_path / "runs"))

@@ -47,11 +47,11 @@ def test_headline_table_uses_long_names_and_flags_busy_latency():
 
     rows = [_row("scratch", 0.954), _row("transfer", 0.968, busy=True, teacher_ncm_accuracy_mean=0.989,
                                          teacher_ncm_accuracy_std=0.0)]
-    text = headline_markdown(rows, {"scratch": "ResNet-18 from scratch (augmented)", "transfer": "teacher probe"})
+    text = headline_markdown(rows, {"scratch": "ResNet-18 from scratch (augmented)", "transfer": "teacher probe (sface)"})
     lines = text.splitlines()
     assert lines[0] == "| method | accuracy % | macro-F1 % | params (M) | MFLOPs | CPU ms/img |"
     assert lines[2] == "| ResNet-18 from scratch (augmented) | 95.4 ± 1.0 | 94.4 ± 2.0 | 11.20 | 296 | 10.4 |"
-    assert lines[3] == "| teacher probe (nearest class mean 98.9 ± 0.0%) | 96.8 ± 1.0 | 95.8 ± 2.0 | 11.20 | 296 | 10.4 * |"
+    assert lines[3] == "| teacher probe (sface; nearest class mean 98.9 ± 0.0%) | 96.8 ± 1.0 | 95.8 ± 2.0 | 11.20 | 296 | 10.4 * |"
     assert lines[-1] == BUSY_NOTE
 
 
