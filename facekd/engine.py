@@ -54,6 +54,7 @@ import dataclasses
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from contextlib import nullcontext
@@ -70,7 +71,7 @@ from tqdm.auto import tqdm
 
 from facekd.config import plain as _plain
 from facekd.runs import atomic_path, config_hash, write_json
-from facekd.errors import ConfigError, FacekdError, UnknownNameError
+from facekd.errors import ArtifactError, ConfigError, FacekdError, UnknownNameError
 
 __all__ = [
     "NonFiniteLossError",
@@ -441,13 +442,15 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
 
 def load_best(task: nn.Module, run_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load a run's ``best.safetensors`` into ``task`` (in place) and return it."""
-    from safetensors.torch import load_file
+    from facekd.hashing import read_safetensors
 
     path = Path(run_dir) / BEST
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the run has not finished an epoch")
-    task.load_state_dict(load_file(str(path), device=str(task.device) if isinstance(task, Task) else "cpu"),
-                         strict=strict)
+    state = read_safetensors(path, writer="this run's training (its best epoch)",
+                             fix=f"delete {Path(run_dir)} and run the same command again",
+                             device=str(task.device) if isinstance(task, Task) else "cpu")
+    task.load_state_dict(state, strict=strict)
     return task
 
 
@@ -579,7 +582,12 @@ class Trainer:
             torch.save(ckpt, tmp)
 
     def _load_checkpoint(self, task: Task, opt: torch.optim.Optimizer, sched: Any) -> int:
-        ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            raise ArtifactError(
+                f"{self.checkpoint_path} is damaged and cannot be resumed ({type(e).__name__}: {e}). Delete it to "
+                f"start the run afresh, or run with resume=false") from e
         if ckpt.get("config_hash") != self.config_hash:
             raise ResumeError(
                 f"{self.checkpoint_path} comes from another configuration (hash {ckpt.get('config_hash')}, "

@@ -292,3 +292,16 @@ def test_a_fresh_run_with_resume_on_logs_no_resume_line(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="facekd.engine"):
         Trainer(cfg(epochs=1, resume=True), tmp_path / "leftover").fit(fresh(), Points())
     assert any("holds no checkpoint to resume" in r.getMessage() for r in caplog.records)
+
+
+def test_damaged_best_and_checkpoint_are_refused_with_the_file_named(tmp_path):
+    from facekd.errors import ArtifactError
+
+    Trainer(cfg(epochs=2), tmp_path).fit(fresh(), Points())
+    best, ckpt = tmp_path / BEST, tmp_path / CHECKPOINT
+    best.write_bytes(best.read_bytes()[:100])  # truncated
+    with pytest.raises(ArtifactError, match=rf"{best} is damaged: it cannot be read as safetensors.*delete {tmp_path}"):
+        load_best(fresh(), tmp_path)
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    with pytest.raises(ArtifactError, match=rf"{ckpt} is damaged and cannot be resumed.*resume=false"):
+        Trainer(cfg(epochs=3, resume=True), tmp_path).fit(fresh(), Points())

@@ -2,7 +2,9 @@
 
 :func:`align_folder` detects the largest face in every image of a one-folder-per-identity tree,
 saves the aligned crop as PNG into a cache folder keyed by (source folder, settings) and returns that
-folder, which then loads like any other face folder.  Finished images are skipped on rerun.
+folder, which then loads like any other face folder.  ``sources.json`` there records the sha256 of the
+photo each crop (or recorded failure) came from: a photo replaced under its name is aligned again, and
+the crop of a deleted photo is removed; unchanged photos are skipped on rerun.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from facekd.assets import cache_dir
 from facekd.data.faces import ON_CORRUPT, FaceDataError, IMAGE_SUFFIXES, check_folder, read_image
+from facekd.hashing import content_hashes
 from facekd.runs import atomic_path, config_hash, read_json, write_json
 from facekd.validate import check_choice
 
@@ -28,6 +31,25 @@ def _mtcnn(size: int, margin: int, device: str = "cpu"):
     from facenet_pytorch import MTCNN
 
     return MTCNN(image_size=size, margin=margin, post_process=False, select_largest=True, device=device)
+
+
+SOURCES_FILE = "sources.json"
+
+
+def _drop_stale(out: Path, index: dict[str, str], failed: dict[str, str], hashes: dict[str, str]) -> None:
+    """Forget (and delete the crop of) every photo that changed or disappeared since it was aligned, and any
+    crop no photo accounts for (e.g. made before sources were recorded)."""
+    for rel in [r for r, h in index.items() if hashes.get(r) != h]:
+        index.pop(rel)
+        failed.pop(rel, None)
+        (out / Path(rel).with_suffix(".png")).unlink(missing_ok=True)
+    for rel in [r for r in failed if r not in index]:
+        failed.pop(rel)
+    if out.is_dir():
+        known = {Path(r).with_suffix(".png").as_posix() for r in index}
+        for crop in out.rglob("*.png"):
+            if crop.relative_to(out).as_posix() not in known:
+                crop.unlink()
 
 
 def align_folder(root: str | os.PathLike, size: int = 160, margin: int = 20, min_prob: float = 0.9,
@@ -47,8 +69,11 @@ def align_folder(root: str | os.PathLike, size: int = 160, margin: int = 20, min
     failed_path = out / "failed.json"
     failed: dict[str, str] = read_json(failed_path) if failed_path.exists() else {}
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    todo = [f for f in files if not (out / f.relative_to(root).with_suffix(".png")).exists()
-            and f.relative_to(root).as_posix() not in failed]
+    hashes = dict(zip((f.relative_to(root).as_posix() for f in files), content_hashes(files)))
+    index_path = out / SOURCES_FILE
+    index: dict[str, str] = read_json(index_path) if index_path.exists() else {}
+    _drop_stale(out, index, failed, hashes)
+    todo = [f for f in files if f.relative_to(root).as_posix() not in index]
     mtcnn = None
     for f in tqdm(todo, desc="aligning faces (MTCNN)", disable=not todo):
         rel = f.relative_to(root)
@@ -70,12 +95,18 @@ def align_folder(root: str | os.PathLike, size: int = 160, margin: int = 20, min
             log.warning("no aligned face for %s: %s", f, reason)
             failed[rel.as_posix()] = reason
             write_json(failed_path, failed)
+            index[rel.as_posix()] = hashes[rel.as_posix()]
+            write_json(index_path, index)
             continue
         arr = face.permute(1, 2, 0).clamp(0, 255).round().byte().numpy()
         dest = out / rel.with_suffix(".png")
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")
+        index[rel.as_posix()] = hashes[rel.as_posix()]
+        write_json(index_path, index)
+    if failed_path.exists() or failed:
+        write_json(failed_path, failed)
     if failed:
         log.warning("%d of %d images had no confident face (see %s)", len(failed), len(files), failed_path)
     out.mkdir(parents=True, exist_ok=True)

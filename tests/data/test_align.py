@@ -17,3 +17,12 @@ def test_mtcnn_aligns_real_faces_and_skips_non_faces(orl, tmp_path):
     assert "person/wall.jpg" in (out / "failed.json").read_text()
     again = align_folder(src, size=64, out_dir=tmp_path / "aligned")  # cached: nothing redone
     assert again == out
+
+    # a photo replaced under its name is aligned again; a deleted photo's crop goes
+    crop = out / "person" / "0.png"
+    first = crop.read_bytes()
+    Image.fromarray(orl.image(5)).resize((184, 224)).save(src / "person" / "0.jpg")
+    (src / "person" / "1.jpg").unlink()
+    align_folder(src, size=64, out_dir=tmp_path / "aligned")
+    assert crop.read_bytes() != first and not (out / "person" / "1.png").exists()
+    assert len(load_folder(out)) == 1
