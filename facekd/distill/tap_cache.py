@@ -24,9 +24,9 @@ from tqdm import tqdm
 from facekd.distill.tap_loss import pool_to
 from facekd.models.base import Teacher
 from facekd.models.taps import FeatureTaps, tap_shapes
-from facekd.errors import FacekdError
-from facekd.hashing import tensor_sha256
-from facekd.runs import write_json
+from facekd.errors import ArtifactError, FacekdError
+from facekd.hashing import artifact_checksums, tensor_sha256, verify_artifacts
+from facekd.runs import read_json, write_json
 
 __all__ = ["TapCacheError", "aligned_shapes", "cache_bytes", "tensor_sha256", "teacher_tap_targets"]
 
@@ -63,8 +63,14 @@ def teacher_tap_targets(teacher: Teacher, images: torch.Tensor, paths: Sequence[
                 "shapes": [list(s) for s in shapes], "dtype": "float16", "version": 1}
     key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:20]
     folder = Path(cache_dir) / key
+    files = [f"{i}.npy" for i in range(len(paths))]
     if (folder / INDEX).is_file():
-        return [np.load(folder / f"{i}.npy", mmap_mode="r") for i in range(len(paths))]
+        try:  # a damaged array is rebuilt, never read
+            verify_artifacts(folder, read_json(folder / INDEX), files, writer=f"the teacher-tap cache {folder}",
+                             fix="it is rebuilt now", manifest_file=INDEX)
+            return [np.load(folder / f, mmap_mode="r") for f in files]
+        except (ArtifactError, OSError, ValueError) as e:
+            log.warning("rebuilding the teacher-tap cache: %s", e)
     size = cache_bytes(len(images), shapes)
     log.info("teacher-tap cache %s: %d images x %d taps = %.1f MB", folder, len(images), len(paths), size / 1e6)
     if size > max_gb * 1e9:
@@ -85,6 +91,7 @@ def teacher_tap_targets(teacher: Teacher, images: torch.Tensor, paths: Sequence[
     for a in arrays:
         a.flush()
     del arrays
-    write_json(folder / INDEX, {"key": key, **material, "count": len(images)})
-    return [np.load(folder / f"{i}.npy", mmap_mode="r") for i in range(len(paths))]
+    write_json(folder / INDEX, {"key": key, **material, "count": len(images),
+                                "artifacts": artifact_checksums(folder, files)})
+    return [np.load(folder / f, mmap_mode="r") for f in files]
 

@@ -49,3 +49,14 @@ def test_refuses_a_cache_over_budget(tmp_path, teacher):
     with pytest.raises(TapCacheError, match=r"above kd.cache_max_gb=0.001.*Raise kd.cache_max_gb"):
         teacher_tap_targets(teacher, images, PATHS, GRIDS, tmp_path, max_gb=0.001, progress=False)
     assert not list(tmp_path.iterdir()), "nothing is written before the refusal"
+
+
+def test_a_damaged_tap_array_is_rebuilt_not_read(tmp_path, teacher):
+    images = torch.randint(0, 256, (3, 3, 112, 112), dtype=torch.uint8)
+    good = [np.array(a) for a in teacher_tap_targets(teacher, images, PATHS[2:], GRIDS[2:], tmp_path, progress=False)]
+    (array,) = list(tmp_path.glob("*/0.npy"))
+    raw = bytearray(array.read_bytes())
+    raw[-2:] = b"\x00\x7c"  # the last fp16 value becomes +inf
+    array.write_bytes(bytes(raw))
+    again = teacher_tap_targets(teacher, images, PATHS[2:], GRIDS[2:], tmp_path, progress=False)
+    assert np.array_equal(np.array(again[0]), good[0])
