@@ -361,6 +361,35 @@ class Task(nn.Module):
         return torch.device("cpu")
 
 
+_TRAIN_INTS = {"epochs": 1, "batch_size": 1, "num_workers": 0, "log_every": 1, "seed": None}
+_TRAIN_BOOLS = ("drop_last", "shuffle", "persistent_workers", "amp", "channels_last", "resume", "progress",
+                "ddp_find_unused")
+
+
+def check_train_types(data: Mapping[str, Any], section: str = "train") -> None:
+    """Refuse a training option of the wrong type (a boolean or string where a number belongs, ...), naming
+    ``<section>.<key>``; values are only checked, never converted, so config hashes stay as they were."""
+    from facekd.validate import check_bool, check_float, check_int
+
+    for key, minimum in _TRAIN_INTS.items():
+        if key in data:
+            check_int(data[key], f"{section}.{key}", minimum=minimum)
+    if "steps_per_epoch" in data:
+        check_int(data["steps_per_epoch"], f"{section}.steps_per_epoch", minimum=1, allow_none=True)
+    for key in _TRAIN_BOOLS:
+        if key in data:
+            check_bool(data[key], f"{section}.{key}")
+    if "grad_clip" in data:
+        check_float(data["grad_clip"], f"{section}.grad_clip", minimum=0, strict=True, allow_none=True)
+    optim = data.get("optim") or {}
+    if isinstance(optim, Mapping):
+        if "lr" in optim:
+            check_float(optim["lr"], f"{section}.optim.lr", minimum=0, strict=True, what="the learning rate")
+        for key in ("weight_decay", "momentum"):
+            if key in optim:
+                check_float(optim[key], f"{section}.optim.{key}", minimum=0)
+
+
 @dataclass
 class TrainConfig:
     """Everything the engine needs; build it from a config section with :meth:`from_config`.
@@ -395,13 +424,16 @@ class TrainConfig:
     OPERATIONAL = ("num_workers", "persistent_workers", "device", "resume", "log_every", "progress")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None = None, **overrides: Any) -> "TrainConfig":
+    def from_config(cls, cfg: Mapping[str, Any] | None = None, section: str = "train",
+                    **overrides: Any) -> "TrainConfig":
+        """The engine's options from a config section (named ``section`` in messages), type-checked."""
         data = {**(_plain(cfg) or {}), **overrides}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ConfigError(f"unknown training option(s) {', '.join(sorted(unknown))}; "
+            raise ConfigError(f"unknown training option(s) {', '.join(f'{section}.{k}' for k in sorted(unknown))}; "
                               f"known: {', '.join(sorted(names))}")
+        check_train_types(data, section)
         return cls(**data)
 
     def __post_init__(self) -> None:

@@ -305,3 +305,16 @@ def test_damaged_best_and_checkpoint_are_refused_with_the_file_named(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:200])
     with pytest.raises(ArtifactError, match=rf"{ckpt} is damaged and cannot be resumed.*resume=false"):
         Trainer(cfg(epochs=3, resume=True), tmp_path).fit(fresh(), Points())
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("epochs", "abc", "distill.train.epochs must be an integer >= 1, got 'abc' (a string)"),
+    ("epochs", True, "distill.train.epochs must be an integer >= 1, got true (a boolean)"),
+    ("amp", 1, "distill.train.amp must be true or false, got 1"),
+    ("optim", {"name": "adam", "lr": True}, "distill.train.optim.lr must be a number > 0"),
+    ("grad_clip", "big", "distill.train.grad_clip must be a number > 0 or null"),
+])
+def test_training_options_of_the_wrong_type_are_refused_naming_the_key(key, value, words):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_config({key: value}, "distill.train")
+    assert words in str(err.value)

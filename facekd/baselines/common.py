@@ -71,8 +71,11 @@ def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
 
     The method config's ``device`` and ``progress`` keys are passed on; runs resume from their checkpoint.
     """
+    from facekd.validate import check_int
+
     t = dict(plain(cfg.get(section) or {}))
-    steps, eval_every = int(t.pop("steps", 100)), int(t.pop("eval_every", 0) or 0)
+    steps = check_int(t.pop("steps", 100), f"{section}.steps", minimum=1)
+    eval_every = check_int(t.pop("eval_every", 0), f"{section}.eval_every", minimum=0, allow_none=True) or 0
     eval_every = eval_every or steps
     if steps < 1 or eval_every < 1:
         raise ConfigError(f"{section}.steps and {section}.eval_every must be positive, got {steps}, {eval_every}")
@@ -82,7 +85,7 @@ def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
     t.update(epochs=epochs, seed=int(seed), resume=True, device=cfg.get("device", "auto"),
              progress=bool(cfg.get("progress", True)), log_every=max(1, min(20, eval_every)))
     t.update(overrides)
-    tc = TrainConfig.from_config(t)
+    tc = TrainConfig.from_config(t, section)
     return tc, eval_every * tc.batch_size
 
 

@@ -312,7 +312,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     taps_cfg = tap_settings(d)
     if d.get("teacher_mode") not in ("cached", "online"):
         raise ValueError(f"distill.teacher_mode must be 'cached' or 'online', got {d.get('teacher_mode')!r}")
-    train_cfg = TrainConfig.from_config(d["train"], seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
+    train_cfg = TrainConfig.from_config(d["train"], "distill.train", seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
                                         resume=bool(cfg.get("resume", False)))
     info, device = init_distributed(train_cfg.device)
     open_generate_run(d["generate_run"])  # refuse a missing, incomplete or damaged generate run before anything else

@@ -291,7 +291,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     task = HeadTask(model, settings.loss, val, inputs="features" if settings.precomputed else "images",
                     unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs,
                     select_on=settings.monitor if settings.select_key == "val_select" else None)
-    train_cfg = TrainConfig.from_config(settings.train, seed=seed, device=str(device), monitor=settings.select_key,
+    train_cfg = TrainConfig.from_config(settings.train, "finetune.train", seed=seed, device=str(device), monitor=settings.select_key,
                                         mode=settings.mode)
     trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
     trainer = Trainer(train_cfg, run_dir, config=trainer_cfg)
