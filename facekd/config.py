@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["plain"]
+__all__ = ["plain", "run_profile"]
 
 
 def plain(cfg: Any) -> Any:
@@ -23,3 +23,19 @@ def plain(cfg: Any) -> Any:
     if isinstance(cfg, (list, tuple)):
         return [plain(v) for v in cfg]
     return cfg
+
+
+def run_profile(cfg: Any = None) -> str:
+    """The ``profile`` group chosen for this run (``default`` or ``smoke``).
+
+    Read from Hydra's record of the run's choices; outside a Hydra run, from ``cfg["run_profile"]``
+    (tests), else ``default``.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return str(HydraConfig.get().runtime.choices.get("profile") or "default")
+    except ImportError:  # pragma: no cover
+        pass
+    return str((cfg or {}).get("run_profile") or "default") if isinstance(cfg, Mapping) else "default"

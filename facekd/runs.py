@@ -94,8 +94,10 @@ def versions() -> dict[str, str]:
 
 def write_manifest(run_dir: str | os.PathLike, stage: str, config: dict, **fields: Any) -> dict:
     """Write ``run_dir/manifest.json`` with the stage name, config, its hash, versions and extra fields."""
+    from facekd.config import run_profile
+
     manifest = {"stage": stage, "config": config, "config_hash": config_hash(config), "versions": versions(),
-                **fields}
+                "profile": run_profile(), **fields}
     write_json(Path(run_dir) / MANIFEST, manifest)
     return manifest
 

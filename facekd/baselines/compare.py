@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facekd.baselines.base import METHODS, MethodResult, plain, run_method
+from facekd.config import run_profile
 from facekd.data.labeled import prepare_labeled
 from facekd.runs import atomic_path, write_json
 from facekd.errors import ConfigError, UnknownNameError
@@ -263,21 +264,6 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 SMOKE_LINE = ("profile=smoke: every stage ran at toy sizes to check the plumbing; these numbers are not results "
               "(rows at or below chance are expected). Run without profile=smoke for real figures.")
-
-
-def run_profile(cfg: Mapping[str, Any] | None = None) -> str:
-    """The ``profile`` group chosen for this run (``default`` or ``smoke``).
-
-    Read from Hydra's record of the run's choices; outside a Hydra run, from ``cfg["run_profile"]``.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return str(HydraConfig.get().runtime.choices.get("profile") or "default")
-    except ImportError:  # pragma: no cover
-        pass
-    return str((cfg or {}).get("run_profile") or "default")
 
 
 HEADLINE_COLUMNS = [("method", "method"), ("accuracy", "accuracy %"), ("f1_macro", "macro-F1 %"),
