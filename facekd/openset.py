@@ -23,7 +23,8 @@ import numpy as np
 from facekd.errors import ArtifactError, ConfigError
 
 __all__ = ["OPEN_SET_FILE", "SCORE", "open_set_score", "calibrate_threshold", "false_accept_rate",
-           "open_set_metrics", "open_set_roc", "write_open_set", "read_open_set"]
+           "open_set_metrics", "open_set_roc", "write_open_set", "read_open_set", "NCM_SCALE", "ncm_class_scores",
+           "check_far", "calibrate_and_score"]
 
 OPEN_SET_FILE = "open_set.json"
 SCORE = "max_softmax"  # the score's name, recorded with the threshold
@@ -119,3 +120,61 @@ def read_open_set(run_dir: str | os.PathLike) -> Mapping[str, Any] | None:
         raise ArtifactError(f"{path} uses the score {rule.get('score')!r}, which this facekd does not know "
                             f"(it knows {SCORE!r}); rerun the finetune stage")
     return rule
+
+
+# class scores of a nearest-class-mean classifier: this many times the cosine similarity to each class mean
+NCM_SCALE = 16.0
+
+
+def check_far(far: Any, key: str) -> float:
+    """``far`` as a float in [0, 1); anything else is a ConfigError naming ``key``."""
+    if isinstance(far, bool) or not isinstance(far, (int, float)) or not 0.0 <= float(far) < 1.0:
+        raise ConfigError(f"{key} must be a number in [0, 1) (the false-accept rate the rejection threshold is "
+                          f"calibrated to on held-out unknown identities), got {far!r}; e.g. {key}=0.01")
+    return float(far)
+
+
+def ncm_class_scores(train_feats: np.ndarray, train_labels: np.ndarray, feats: np.ndarray, num_classes: int,
+                     metric: str = "cosine", scale: float = NCM_SCALE) -> np.ndarray:
+    """Class scores (logits) of a nearest-class-mean classifier, for the open-set score of embedding methods.
+
+    ``cosine``: ``scale`` x the cosine similarity of each (L2-normalised) feature to each class mean of the
+    L2-normalised training features, as :func:`facekd.metrics.nearest_class_mean_predict` compares them;
+    ``euclidean``: ``-scale`` x the distance to each class mean over the root-mean-square distance of the
+    training features to their own class mean.  The argmax is the nearest class mean's prediction either way;
+    a class without training features scores ``-inf``.
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"unknown metric '{metric}'; use 'cosine' or 'euclidean'")
+    xtr = np.asarray(train_feats, dtype=np.float64).reshape(len(train_feats), -1)
+    x = np.asarray(feats, dtype=np.float64).reshape(len(feats), -1)
+    ytr = np.asarray(train_labels).ravel()
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    if metric == "cosine":
+        xtr, x = unit(xtr), unit(x)
+    out = np.full((len(x), int(num_classes)), -np.inf)
+    present = [c for c in range(int(num_classes)) if np.any(ytr == c)]
+    means = np.stack([xtr[ytr == c].mean(0) for c in present])
+    if metric == "cosine":
+        out[:, present] = scale * (x @ unit(means).T)
+    else:
+        own = means[np.searchsorted(present, ytr)]
+        spread = max(float(np.sqrt(((xtr - own) ** 2).sum(1).mean())), 1e-12)
+        out[:, present] = -scale * np.sqrt(((x[:, None, :] - means[None]) ** 2).sum(-1)) / spread
+    return out
+
+
+def calibrate_and_score(calibration_scores: np.ndarray, known_scores: np.ndarray, known_labels: np.ndarray,
+                        unknown_scores: np.ndarray, far: float) -> dict[str, float]:
+    """Calibrate the threshold at ``far`` on the class scores of the calibration unknowns, then score test.
+
+    Returns :func:`open_set_metrics` (``dir``, ``far`` observed on test unknowns, ...) plus ``far_target``,
+    ``far_calibration`` (reached on the calibration unknowns) and ``n_calibration``.
+    """
+    _, calibration = open_set_score(calibration_scores)
+    threshold = calibrate_threshold(calibration, far)
+    return {**open_set_metrics(known_scores, known_labels, unknown_scores, threshold), "far_target": float(far),
+            "far_calibration": false_accept_rate(calibration, threshold), "n_calibration": int(len(calibration))}

@@ -14,7 +14,7 @@ import numpy as np
 
 from facekd.runs import atomic_path
 
-__all__ = ["plot_curves", "plot_confusion", "plot_tsne", "confusion_matrix", "tsne_embedding"]
+__all__ = ["plot_curves", "plot_confusion", "plot_tsne", "confusion_matrix", "tsne_embedding", "plot_open_set_roc"]
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
@@ -143,4 +143,33 @@ def plot_tsne(feature_sets: Mapping[str, tuple[Any, Any]], path: str | os.PathLi
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_open_set_roc(far: Any, dir_: Any, path: str | os.PathLike, *, at: tuple[float, float] | None = None,
+                      far_target: float | None = None, title: str = "") -> Path:
+    """The open-set ROC: detection-and-identification rate (y) against the false-accept rate on unknowns (x,
+    log scale), one point per threshold; ``at`` = ``(far, dir)`` marks the calibrated threshold on test and
+    ``far_target`` the FAR it was calibrated to."""
+    far, dir_ = np.asarray(far, dtype=float), np.asarray(dir_, dtype=float)
+    if far.shape != dir_.shape or not far.size:
+        raise ValueError(f"far and dir must be equal-length, non-empty curves, got {far.shape} and {dir_.shape}")
+    positive = far[far > 0]
+    floor = min(positive.min() / 2, 1e-3) if positive.size else 1e-3  # FAR 0 drawn at the left edge
+    fig = _figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    ax.step(np.maximum(far, floor), dir_, where="post", color="tab:blue", label="test (known vs unknown faces)")
+    if far_target is not None and far_target > 0:
+        ax.axvline(far_target, color="grey", linestyle="--", linewidth=1, label=f"target FAR {100 * far_target:g}%")
+    if at is not None:
+        ax.plot([max(at[0], floor)], [at[1]], marker="o", color="tab:red", linestyle="none",
+                label=f"calibrated threshold: FAR {100 * at[0]:.1f}%, DIR {100 * at[1]:.1f}%")
+    ax.set_xscale("log")
+    ax.set_xlim(floor, 1.05)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false-accept rate on unknown identities (log; 0 drawn at the left edge)")
+    ax.set_ylabel("detection and identification rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)

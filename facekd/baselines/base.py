@@ -16,6 +16,14 @@ of the (unaugmented) train images' embeddings, and embeddings also get the paper
 the test split.  The result is cached under ``<paths.root>/baselines/<name>-<hash>/result.json``, the
 hash covering the method config, the data config, the split and the seed: a second call returns the
 cached :class:`MethodResult` without training.
+
+Open set (a split with ``data.unknown_identities`` >= 1): every row also scores the calibration unknowns
+(``unknown_val``) and the test unknowns (``unknown_test``), calibrates its own rejection threshold at the
+comparison's ``open_set_far`` on the calibration unknowns only, and reports in ``extra["open_set"]`` the
+detection-and-identification rate on the known test faces (``dir``) and the false-accept rate observed on the
+test unknowns (``far``) at that threshold (:mod:`facekd.openset`).  Rows that output scores use their class
+scores; embedding rows use their nearest-class-mean class scores (:func:`facekd.openset.ncm_class_scores`:
+16 x the cosine similarity to each class mean), and the same largest-softmax score.
 """
 from __future__ import annotations
 
@@ -32,7 +40,7 @@ import torch
 from torch import nn
 
 from facekd.config import plain
-from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
+from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.data.preprocess import Preprocess
 from facekd.engine import resolve_device, seed_everything
 from facekd.metrics import classification_metrics, nearest_class_mean_predict, triplet_accuracy
@@ -64,6 +72,8 @@ TEST_FEATURES = "test_features.npz"
 OPERATIONAL_KEYS = ("device", "progress", "num_workers", "eval_batch_size", "card_repeats")
 # bump when the evaluation protocol changes, so cached results are recomputed
 PROTOCOL_VERSION = 1
+# the false-accept rate an open-set row's threshold is calibrated to, unless the comparison sets open_set_far
+DEFAULT_OPEN_SET_FAR = 0.01
 
 
 class Predictor(nn.Module):
@@ -189,7 +199,8 @@ def embed_images(predictor: Predictor, images: torch.Tensor, batch_size: int = 6
 def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, ...] = ("val", "test"), *,
                     ncm_metric: str = "cosine", triplet_metric: str = "euclidean", n_triplets: int = 2000,
                     batch_size: int = 64,
-                    datasets: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
+                    datasets: Mapping[str, Any] | None = None,
+                    open_set_far: float | None = None) -> dict[str, dict[str, float]]:
     """Classification metrics of ``predictor`` on each part (``{part: metrics}``), plus ``"extra"``.
 
     Scores are classified by argmax.  Embeddings are classified by the nearest class mean (``ncm_metric``)
@@ -197,17 +208,32 @@ def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, .
     accuracy (fraction of ``n_triplets`` test triplets, drawn with seed 0, with d(a, p) < d(a, n);
     ``triplet_metric`` euclidean or cosine) and the mean per-dimension std of the embeddings (about 0 =
     collapse).
+
+    With ``open_set_far`` on an open-set split, ``"open_set"`` holds the open-set figures of the test part
+    (:func:`facekd.openset.calibrate_and_score`: threshold calibrated on ``unknown_val``, ``dir`` on the known
+    test faces, ``far`` observed on ``unknown_test``).
     """
+    from facekd.openset import calibrate_and_score, ncm_class_scores
+
     labels = list(range(data.num_classes))
+    open_set = open_set_far is not None and "test" in parts and bool(getattr(data, "open_set", False))
     need = set(parts) | ({"train"} if predictor.output == "embedding" else set())
+    unknown_parts = ("unknown_val", "unknown_test") if open_set else ()
     sets = dict(datasets or {})
-    missing = tuple(p for p in ("train", "val", "test") if p in need and p not in sets)
+    missing = tuple(p for p in ("train", "val", "test", *unknown_parts) if p in need | set(unknown_parts)
+                    and p not in sets)
     if missing:
         sets.update(split_datasets(data, missing, augment_train=False))
     out: dict[str, dict[str, float]] = {"extra": {}}
     if predictor.output == "embedding":
         xtr, ytr = sets["train"].tensors()
         etr = embed_images(predictor, xtr, batch_size).numpy()
+
+    def class_scores(z: torch.Tensor) -> np.ndarray:
+        if predictor.output == "scores":
+            return z.numpy()
+        return ncm_class_scores(etr, ytr.numpy(), z.numpy(), len(labels), metric=ncm_metric)
+
     for part in parts:
         x, y = sets[part].tensors()
         if len(y) == 0:
@@ -225,6 +251,11 @@ def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, .
                 out["extra"]["triplet_accuracy"] = triplet_accuracy(z, y.numpy(), n_triplets=n_triplets, seed=0,
                                                                     metric=triplet_metric)
             out["extra"]["embedding_std"] = float(z.double().std(0).mean())
+        if open_set and part == "test":
+            unknown = {u: class_scores(embed_images(predictor, sets[u].tensors()[0], batch_size))
+                       for u in ("unknown_val", "unknown_test")}
+            out["open_set"] = calibrate_and_score(unknown["unknown_val"], class_scores(z), y.numpy(),
+                                                  unknown["unknown_test"], open_set_far)
     return out
 
 
@@ -232,13 +263,19 @@ def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, .
 
 
 def method_hash(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], split_id: str,
-                seed: int, inputs: Mapping[str, Any] | None = None, content: str | None = None) -> str:
+                seed: int, inputs: Mapping[str, Any] | None = None, content: str | None = None,
+                open_set_far: float | None = None) -> str:
     """The cache key of one run: method, its result-defining config, the data config, the split, the seed,
     the identity of its inputs from other stages (:meth:`Method.prepare`) and ``content``, the hash of the
-    split's image bytes (:func:`split_content_hash`), so a photo replaced under its name reruns the row."""
+    split's image bytes (:func:`split_content_hash`), so a photo replaced under its name reruns the row.
+    ``open_set_far`` (open-set splits only) is the false-accept rate the row's threshold is calibrated to.
+    A closed-set key is the one it was before the open-set protocol existed (``data.unknown_identities: 0``
+    is left out of it)."""
     cfg = {k: v for k, v in plain(method_cfg).items() if k not in OPERATIONAL_KEYS}
-    key = {"method": name, "cfg": cfg, "data": plain(data_cfg), "split": split_id, "seed": int(seed),
+    key = {"method": name, "cfg": cfg, "data": data_identity(data_cfg), "split": split_id, "seed": int(seed),
            "protocol": PROTOCOL_VERSION}
+    if open_set_far is not None:
+        key["open_set_far"] = float(open_set_far)
     if content:
         key["content"] = content
     if inputs:
@@ -254,7 +291,7 @@ def split_content_hash(data: LabeledData) -> str:
     """
     from facekd.hashing import content_hashes
 
-    rels = sorted({rel for part in ("train", "val", "test") for rel, _ in data.split.part(part)})
+    rels = sorted({rel for part in data.split.parts for rel, _ in data.split.part(part)})
     root = Path(data.faces.root)
     return config_hash(list(zip(rels, content_hashes([root / r for r in rels]))))
 
@@ -265,23 +302,30 @@ def result_path(paths_root: str | os.PathLike, name: str, digest: str) -> Path:
 
 def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any],
                paths_root: str | os.PathLike, seed: int, force: bool = False,
-               data: LabeledData | None = None) -> MethodResult:
+               data: LabeledData | None = None, open_set_far: float | None = None) -> MethodResult:
     """Run method ``name`` once under the shared split and score the test split once.
 
     ``method_cfg`` is the method's config group (``configs/baseline/<name>.yaml``), ``data_cfg`` the
     ``data`` section.  Cached: when ``<paths_root>/baselines/<name>-<hash>/result.json`` exists (same
     config, data, split and seed) it is returned without training, unless ``force``.  ``data`` may pass
-    an already prepared :class:`LabeledData` of ``data_cfg``.
+    an already prepared :class:`LabeledData` of ``data_cfg``.  On an open-set split the row's threshold is
+    calibrated at ``open_set_far`` (default :data:`DEFAULT_OPEN_SET_FAR`) and ``extra["open_set"]`` reports
+    its test figures; on a closed-set split ``open_set_far`` is ignored.
     """
+    from facekd.openset import check_far
+
     method: Method = METHODS.get(name)()
     method.name = name
     cfg = plain(method_cfg) or {}
     data = data if data is not None else prepare_labeled(data_cfg, paths_root)
+    far = None
+    if data.open_set:
+        far = check_far(DEFAULT_OPEN_SET_FAR if open_set_far is None else open_set_far, "open_set_far")
     method.check(data, cfg)
     t_prepare = time.perf_counter()
     inputs = method.prepare(data, cfg, paths_root, seed)
     prepare_seconds = time.perf_counter() - t_prepare
-    digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs, split_content_hash(data))
+    digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs, split_content_hash(data), far)
     path = result_path(paths_root, name, digest)
     if path.exists() and not force:
         log.info("%s seed %d: cached result %s", name, seed, path)
@@ -299,7 +343,9 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     predictor = fitted.predictor.eval()
     scores = evaluate_fitted(predictor, data, ("val", "test"), ncm_metric=cfg.get("ncm_metric", "cosine"),
                              triplet_metric=cfg.get("triplet_metric", "euclidean"),
-                             batch_size=int(cfg.get("eval_batch_size", 64)))
+                             batch_size=int(cfg.get("eval_batch_size", 64)), open_set_far=far)
+    if "open_set" in scores:
+        scores["extra"]["open_set"] = scores.pop("open_set")
     card = fitted.card or _card(predictor, int(cfg.get("card_repeats", 10)))
     for side, side_predictor in fitted.side_predictors.items():
         side_scores = evaluate_fitted(side_predictor.eval(), data, ("test",), ncm_metric=cfg.get("ncm_metric", "cosine"),

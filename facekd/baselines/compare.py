@@ -10,6 +10,11 @@ mean ± std over seeds.
 Written to ``out_dir`` (default ``${paths.root}/compare_baselines``): ``comparison.md`` (our table, then
 the paper's published numbers beside ours), ``comparison.csv``, ``accuracy.png`` (bar chart with std
 error bars) and ``results.json`` (every per-seed result).
+
+Open set (``data.unknown_identities`` >= 1, e.g. ``data=orl_openset``): every row calibrates its own rejection
+threshold at ``open_set_far`` on the calibration unknowns and the table and CSV gain the columns
+``DIR@FAR %`` (known test faces accepted and named right) and ``test FAR %`` (test unknowns accepted), mean ±
+std over seeds.  Closed-set tables are unchanged.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from facekd.baselines.base import METHODS, MethodResult, plain, run_method
+from facekd.baselines.base import DEFAULT_OPEN_SET_FAR, METHODS, MethodResult, plain, run_method
 from facekd.config import run_profile
 from facekd.data.labeled import prepare_labeled
 from facekd.runs import atomic_path, write_json
@@ -104,6 +109,13 @@ def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[M
         if vals:
             out[f"{k}_mean"], out[f"{k}_std"] = float(np.mean(vals)), float(np.std(vals))
     out["latency_busy"] = any(bool(r.extra.get("latency_busy")) for r in results)
+    open_set = [r.extra["open_set"] for r in results if r.extra.get("open_set")]
+    if open_set:
+        out["open_set"] = True
+        for k, name in (("dir", "dir"), ("far", "test_far"), ("far_calibration", "calibration_far")):
+            v = np.array([o[k] for o in open_set], dtype=float)
+            out[f"{name}_mean"], out[f"{name}_std"] = float(v.mean()), float(v.std())
+        out["far_target"] = float(open_set[0]["far_target"])
     notes = []
     if any(r.extra.get("collapsed") for r in results):
         notes.append("embedding collapsed")
@@ -129,13 +141,30 @@ TABLE_COLUMNS = [("method", "method"), ("student", "student"), ("accuracy", "acc
                  ("cpu_ms_per_img", "CPU ms/img"), ("train_seconds", "train s"), ("notes", "notes")]
 
 
+# open set only: after F1 (macro)
+OPEN_SET_COLUMNS = [("dir", "DIR@FAR %"), ("test_far", "test FAR %")]
+
+
+def _open_set(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return any(r.get("open_set") for r in rows)
+
+
+def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The table's columns: :data:`TABLE_COLUMNS`, plus :data:`OPEN_SET_COLUMNS` when the protocol is open-set."""
+    if not _open_set(rows):
+        return list(TABLE_COLUMNS)
+    at = [k for k, _ in TABLE_COLUMNS].index("f1_macro") + 1
+    return TABLE_COLUMNS[:at] + OPEN_SET_COLUMNS + TABLE_COLUMNS[at:]
+
+
 def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """Our comparison table (mean ± std over seeds)."""
-    lines = ["| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |", "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
+    columns = table_columns(rows)
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
         cells = []
-        for key, _ in TABLE_COLUMNS:
-            if key in METRICS:
+        for key, _ in columns:
+            if key in METRICS or key in dict(OPEN_SET_COLUMNS):
                 cells.append(_pm(r, key))
             elif key == "params":
                 cells.append(f"{r['params'] / 1e6:.2f}")
@@ -173,10 +202,16 @@ CSV_FIELDS = ["method", "plugin", "student", "seeds"] + [f"{k}_{s}" for k in MET
      "paper"]
 
 
+# open set only, after the CSV_FIELDS
+OPEN_SET_CSV_FIELDS = ["far_target", "dir_mean", "dir_std", "test_far_mean", "test_far_std", "calibration_far_mean",
+                       "calibration_far_std"]
+
+
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    fields = CSV_FIELDS + (OPEN_SET_CSV_FIELDS if _open_set(rows) else [])
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
     return Path(path)
@@ -217,9 +252,12 @@ def _seeds(cfg: Mapping[str, Any]) -> list[int]:
 
 def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Run every row of ``cfg.methods`` for every seed (cached), write the table, CSV and chart; return the rows."""
+    from facekd.openset import check_far
+
     cfg = plain(cfg)
     rows = resolve_rows(cfg["methods"], cfg.get("baselines"))
     seeds = _seeds(cfg)
+    far = check_far(cfg.get("open_set_far", DEFAULT_OPEN_SET_FAR), "open_set_far")
     root = Path(cfg["paths"]["root"])
     out_dir = Path(cfg.get("out_dir") or root / "compare_baselines")
     data = prepare_labeled(cfg["data"], root)
@@ -229,7 +267,7 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     for row, plugin, mcfg in rows:
         for seed in seeds:
             t = time.perf_counter()
-            res = run_method(plugin, {**mcfg, **operational}, cfg["data"], root, seed, data=data)
+            res = run_method(plugin, {**mcfg, **operational}, cfg["data"], root, seed, data=data, open_set_far=far)
             log.info("%s seed %d: accuracy %.4f (%.0f s)", row, seed, res.accuracy, time.perf_counter() - t)
             results.setdefault(row, []).append(res)
     summary = [summarize(row, plugin, mcfg, results[row]) for row, plugin, mcfg in rows]
@@ -240,6 +278,12 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     paper = paper_markdown(summary)
     seeds_txt = f"{len(seeds)} seed(s) {seeds}"
     split_txt = f"split {data.split.id} (manifest {data.split_path.parent.name}/{data.split_path.name})"
+    if data.open_set:
+        n = len(data.split.unknown_classes) // 2
+        split_txt += (f"; open set: each row's rejection threshold calibrated at FAR {100 * far:g}% on the "
+                      f"{len(data.split.unknown_val)} images of {n} calibration unknown identities, DIR and FAR "
+                      f"observed on the known test faces and the {len(data.split.unknown_test)} images of {n} other "
+                      f"unknown identities")
     md = (f"# {'Smoke run (toy sizes): ' if smoke else ''}Baseline comparison\n\n"
           f"{SMOKE_LINE + chr(10) + chr(10) if smoke else ''}{title}; {split_txt}; {seeds_txt}; test accuracy "
           f"scored once at the state chosen on val.\n\n{table}\n\n## Beside the paper\n\n{paper}\n")

@@ -18,7 +18,7 @@ from facekd.data.splits import Split, SplitProtocol, load_or_make_split
 from facekd.errors import ConfigError
 from facekd.validate import check_bool, check_choice, check_int, show_value
 
-__all__ = ["LabeledData", "check_data_config", "prepare_labeled", "split_datasets"]
+__all__ = ["LabeledData", "check_data_config", "prepare_labeled", "split_datasets", "data_identity"]
 
 
 @dataclass
@@ -31,6 +31,11 @@ class LabeledData:
     @property
     def num_classes(self) -> int:
         return len(self.split.classes)
+
+    @property
+    def open_set(self) -> bool:
+        """True when the split withholds unknown identities (parts ``unknown_val`` and ``unknown_test``)."""
+        return self.split.open_set
 
 
 _MISSING = object()
@@ -57,7 +62,19 @@ def _get(cfg: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:
 def protocol_from_cfg(cfg: Mapping[str, Any]) -> SplitProtocol:
     """The split protocol of a ``data`` config section (its numbers checked, each refusal naming its key)."""
     return SplitProtocol(per_class=_get(cfg, "per_class"), val=_get(cfg, "val"), test=_get(cfg, "test", None),
-                         seed=_get(cfg, "split_seed", 0), too_few=_get(cfg, "too_few", "error"))
+                         seed=_get(cfg, "split_seed", 0), too_few=_get(cfg, "too_few", "error"),
+                         unknown_identities=_get(cfg, "unknown_identities", 0))
+
+
+def data_identity(cfg: Mapping[str, Any]) -> dict:
+    """The ``data`` section as hashed into cache keys and resume checks: ``unknown_identities`` is left out when
+    it is 0 (closed set), so closed-set runs keep the keys they had before the open-set protocol existed."""
+    from facekd.config import plain
+
+    d = dict(plain(cfg) or {})
+    if not d.get("unknown_identities"):
+        d.pop("unknown_identities", None)
+    return d
 
 
 def check_data_config(cfg: Mapping[str, Any]) -> SplitProtocol:

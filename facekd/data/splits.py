@@ -3,6 +3,13 @@
 The protocol is counted per identity: ``per_class`` training images (the paper's Pins protocol is
 ``per_class=32``; the embedded ORL default is the few-shot ``per_class=2``), ``val`` validation images,
 and ``test`` test images (``None`` = all the rest).  The draw depends only on ``seed`` and the file list.
+
+Open set (``unknown_identities=N``, N >= 1): 2N identities are withheld from training, drawn from ``seed``.
+All the images of N of them form the part ``unknown_val`` (the rejection threshold is calibrated there) and
+all the images of N others the part ``unknown_test`` (the unknown faces test is scored on).  They are never
+train/val/test identities; the remaining *known* identities are split as above.  Unknown parts label each
+image by its index into ``Split.unknown_classes``, never into ``classes``.  With ``N = 0`` (closed set) the
+protocol, the manifest, its file name and the split id are exactly those drawn without the key.
 """
 from __future__ import annotations
 
@@ -14,14 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from facekd.data.faces import FaceDataError, FaceSet
-from facekd.errors import ArtifactError
+from facekd.errors import ArtifactError, ConfigError
 from facekd.runs import config_hash, read_json, write_json
 from facekd.validate import check_choice, check_int
 
-__all__ = ["SplitProtocol", "Split", "make_split", "load_or_make_split"]
+__all__ = ["SplitProtocol", "Split", "make_split", "load_or_make_split", "PARTS", "UNKNOWN_PARTS"]
 
 log = logging.getLogger(__name__)
 TOO_FEW = ("error", "drop")
+PARTS = ("train", "val", "test")
+UNKNOWN_PARTS = ("unknown_val", "unknown_test")  # open set only: identities withheld from training
+_UNKNOWN_FIELDS = ("unknown_classes", *UNKNOWN_PARTS)
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class SplitProtocol:
     test: int | None = None
     seed: int = 0
     too_few: str = "error"  # error | drop
+    unknown_identities: int = 0  # open set: N calibration + N test unknown identities withheld from training
 
     def __post_init__(self) -> None:
         checked = {
@@ -43,9 +54,20 @@ class SplitProtocol:
             "seed": check_int(self.seed, "data.split_seed", minimum=0, what="seed of the split draw"),
             "too_few": check_choice(self.too_few, "data.too_few", TOO_FEW,
                                     what="what to do with identities that have too few images"),
+            "unknown_identities": check_int(self.unknown_identities, "data.unknown_identities", minimum=0,
+                                            what="identities withheld from training for each of the open-set "
+                                                 "parts unknown_val and unknown_test; 0 = closed set"),
         }
         for k, v in checked.items():  # plain Python values (not numpy's), so the manifest and its hash are stable
             object.__setattr__(self, k, v)
+
+    def as_dict(self) -> dict:
+        """The protocol as recorded (manifest, file name, split id); ``unknown_identities`` only when > 0, so a
+        closed-set protocol reads exactly as before the key existed."""
+        d = asdict(self)
+        if not d["unknown_identities"]:
+            del d["unknown_identities"]
+        return d
 
     @property
     def needed(self) -> int:
@@ -66,38 +88,69 @@ class Split:
     test: list[tuple[str, int]]
     dropped: list[str] = field(default_factory=list)
     data_fingerprint: str = ""
+    # open set only (empty when closed): withheld identities and their images, labelled by index into unknown_classes
+    unknown_classes: list[str] = field(default_factory=list)
+    unknown_val: list[tuple[str, int]] = field(default_factory=list)
+    unknown_test: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def open_set(self) -> bool:
+        """True when identities were withheld as unknowns (``data.unknown_identities`` >= 1)."""
+        return bool(self.unknown_classes)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return PARTS + (UNKNOWN_PARTS if self.open_set else ())
 
     def part(self, name: str) -> list[tuple[str, int]]:
-        if name not in {"train", "val", "test"}:
-            raise KeyError(f"unknown split part '{name}'; use train, val or test")
+        if name not in PARTS + UNKNOWN_PARTS:
+            raise KeyError(f"unknown split part '{name}'; use {', '.join(PARTS + UNKNOWN_PARTS)}")
         return getattr(self, name)
 
     @property
     def id(self) -> str:
         """Short hash identifying the split (data, protocol and file lists)."""
-        return config_hash({"fp": self.data_fingerprint, "p": self.protocol, "t": self.train, "v": self.val,
-                            "s": self.test})
+        key = {"fp": self.data_fingerprint, "p": self.protocol, "t": self.train, "v": self.val, "s": self.test}
+        if self.open_set:
+            key.update(uc=self.unknown_classes, uv=self.unknown_val, us=self.unknown_test)
+        return config_hash(key)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        if not self.open_set:  # a closed-set manifest is written exactly as before the open-set parts existed
+            for k in _UNKNOWN_FIELDS:
+                del d[k]
+        return d
 
     def write(self, path: str | os.PathLike) -> Path:
-        write_json(path, asdict(self))
+        write_json(path, self.as_dict())
         return Path(path)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Split":
         d = read_json(path)
-        for k in ("train", "val", "test"):
+        for k in PARTS + tuple(k for k in UNKNOWN_PARTS if k in d):
             d[k] = [(p, int(y)) for p, y in d[k]]
         return cls(**d)
 
     def check_matches(self, faces: FaceSet) -> None:
         """Refuse a split manifest that does not describe ``faces`` (other files or other labels)."""
         known = {p: faces.classes[y] for p, y in zip(faces.paths, faces.labels)}
-        for part in ("train", "val", "test"):
+        for part in self.parts:
+            names = self.unknown_classes if part in UNKNOWN_PARTS else self.classes
             for p, y in self.part(part):
                 if p not in known:
                     raise FaceDataError(f"split manifest lists {p} ({part}), which is not in the data folder {faces.root}")
-                if known[p] != self.classes[y]:
-                    raise FaceDataError(f"split manifest labels {p} as '{self.classes[y]}' but the folder says '{known[p]}'")
+                if not 0 <= y < len(names) or known[p] != names[y]:
+                    raise FaceDataError(f"split manifest labels {p} ({part}) as "
+                                        f"'{names[y] if 0 <= y < len(names) else y}' but the folder says '{known[p]}'")
+        both = sorted(set(self.unknown_classes) & set(self.classes))
+        if both:
+            raise FaceDataError(f"identities listed both as known and as unknown: {both[:10]}")
+        calibration = {n for _, y in self.unknown_val for n in [self.unknown_classes[y]]}
+        tested = {n for _, y in self.unknown_test for n in [self.unknown_classes[y]]}
+        if calibration & tested:
+            raise FaceDataError(f"identities in both unknown_val and unknown_test: {sorted(calibration & tested)[:10]}")
         test_classes = {y for _, y in self.test}
         missing = sorted(test_classes - {y for _, y in self.train})
         if missing:
@@ -129,6 +182,26 @@ def make_split(faces: FaceSet, protocol: SplitProtocol) -> Split:
                             f"{protocol.per_class}, val={protocol.val}, test>={protocol.test or 1}); the largest "
                             f"has {max(map(len, by_class.values()), default=0)}. Lower data.per_class, data.val or "
                             f"data.test, or add images")
+    n_unknown = protocol.unknown_identities
+    unknown_val: list[tuple[str, int]] = []
+    unknown_test: list[tuple[str, int]] = []
+    unknown_classes: list[str] = []
+    if n_unknown:
+        if len(kept) - 2 * n_unknown < 2:
+            most = max((len(kept) - 2) // 2, 0)
+            raise ConfigError(
+                f"data.unknown_identities={n_unknown} withholds {2 * n_unknown} identities (N for calibration, N as "
+                f"test unknowns), but {faces.name} has {len(kept)} usable identities, so fewer than 2 known "
+                f"identities would remain to train on. Set data.unknown_identities to at most {most}"
+                + (" or add identities" if most else ", add identities") + ", or 0 for a closed-set split.")
+        # drawn from the split seed by a generator of its own, apart from the per-identity image draws
+        order = np.random.default_rng([protocol.seed, 0x0F5E7]).permutation(len(kept))
+        withheld = [kept[i] for i in order[:2 * n_unknown]]
+        calibration, tested = sorted(withheld[:n_unknown]), sorted(withheld[n_unknown:])
+        unknown_classes = [faces.classes[y] for y in calibration + tested]
+        for i, y in enumerate(calibration + tested):
+            (unknown_val if i < n_unknown else unknown_test).extend((p, i) for p in sorted(by_class[y]))
+        kept = [y for y in kept if y not in set(withheld)]
     classes = [faces.classes[y] for y in kept]
     train, val, test = [], [], []
     for new_y, y in enumerate(kept):
@@ -139,8 +212,9 @@ def make_split(faces: FaceSet, protocol: SplitProtocol) -> Split:
         train += [(p, new_y) for p in order[:a]]
         val += [(p, new_y) for p in order[a:b]]
         test += [(p, new_y) for p in order[b:c]]
-    return Split(dataset=faces.name, root=str(faces.root), protocol=asdict(protocol), classes=classes,
-                 train=train, val=val, test=test, dropped=sorted(short), data_fingerprint=_fingerprint(faces))
+    return Split(dataset=faces.name, root=str(faces.root), protocol=protocol.as_dict(), classes=classes,
+                 train=train, val=val, test=test, dropped=sorted(short), data_fingerprint=_fingerprint(faces),
+                 unknown_classes=unknown_classes, unknown_val=unknown_val, unknown_test=unknown_test)
 
 
 def load_or_make_split(faces: FaceSet, protocol: SplitProtocol, splits_dir: str | os.PathLike) -> tuple[Split, Path]:
@@ -149,7 +223,7 @@ def load_or_make_split(faces: FaceSet, protocol: SplitProtocol, splits_dir: str 
     Every stage and baseline calls this, so all of them use exactly the same files.  An existing manifest
     that no longer matches the data folder is refused.
     """
-    name = f"{faces.name}-{config_hash({'p': asdict(protocol), 'fp': _fingerprint(faces)})}.json"
+    name = f"{faces.name}-{config_hash({'p': protocol.as_dict(), 'fp': _fingerprint(faces)})}.json"
     path = Path(splits_dir) / name
     if path.exists():
         try:

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 
 from facekd.config import plain as _plain
-from facekd.data.labeled import LabeledData, prepare_labeled
+from facekd.data.labeled import LabeledData, data_identity, prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
 from facekd.distill.batches import CachedBatches, OnlineBatches
 from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_cache
@@ -306,6 +306,8 @@ def _summary(name: str, best: dict, best_epoch: int, epochs: int, uses_labels: b
 def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     """Run the distill stage described by ``cfg`` (configs/distill.yaml); returns the run folder."""
     cfg = dict(_plain(cfg))
+    if "data" in cfg:  # closed set: recorded and hashed as before data.unknown_identities existed
+        cfg["data"] = data_identity(cfg["data"])
     cfg.pop("hydra", None)
     d = cfg["distill"]
     loss_opts, paper, connector_cfg = _loss_options(cfg["loss"])

@@ -21,6 +21,14 @@
    ``artifacts`` records the sha256 and size of the model, ONNX and feature files, and ``student_sha256``
    the distilled weights it started from).
 
+Open set (the split withholds unknown identities, ``data.unknown_identities`` >= 1, e.g. ``data=orl_openset``):
+after test, the model's class scores on the calibration unknowns (split part ``unknown_val``, never test) set
+the rejection threshold at the false-accept rate ``finetune.open_set.far`` (:mod:`facekd.openset`), written
+to ``open_set.json`` with the FAR it reached there; test is then scored open-set (known test faces plus the
+test unknowns ``unknown_test``): ``metrics.json`` gains ``open_set`` (``dir``: known faces accepted and named
+right, ``far``: test unknowns accepted) and ``open_set_roc.png`` draws DIR against FAR over every threshold.
+A closed-set run writes neither.  The default run name ends in ``-open<N>``.
+
 The distilled student is checked against the checksum its distill run recorded before it is used
 (:func:`facekd.distill.load_student`), and :func:`load_finetuned` checks ``model.safetensors`` the same way.
 """
@@ -40,7 +48,7 @@ import torch
 
 from facekd.config import plain as _plain
 from facekd.data.faces import FaceDataError
-from facekd.data.labeled import LabeledData, prepare_labeled, split_datasets
+from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.distill import load_student
 from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, signature_diff
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
@@ -49,6 +57,7 @@ from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedMode
 from facekd.finetune.task import LOSSES, HeadTask, predict_scores
 from facekd.hashing import artifact_checksums, read_safetensors, verify_artifacts
 from facekd.metrics import classification_metrics
+from facekd.openset import OPEN_SET_FILE
 from facekd.models import build_student, load_state_strict
 from facekd.runs import RunError, read_json, read_manifest, write_json, write_manifest
 
@@ -63,6 +72,8 @@ ONNX_FILE = "model.onnx"
 CURVE_FILE = "f1_curve.png"
 CONFUSION_FILE = "confusion.png"
 FEATURES_FILE = "test_features.npz"
+ROC_FILE = "open_set_roc.png"
+DEFAULT_FAR = 0.01
 ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = data.image_size), pixels 0-255, "
                    "faces framed square as the data config frames them (data.framing); output 'scores': "
                    "float32 N x K class scores (logits), argmax = index into the 'classes' metadata")
@@ -71,7 +82,9 @@ ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = dat
 TIES = ("lower_val_loss", "earliest")
 
 # keys of the finetune section that do not change the result (left out of the resume hash)
-_OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots")
+# (open_set: the threshold is calibrated after training, so it never changes the trained head)
+_OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots",
+                "open_set")
 _TRAIN_DEFAULTS = {"epochs": 200, "batch_size": 16, "drop_last": False, "optim": {"name": "adam", "lr": 1e-2},
                    "schedule": {"name": "inv_sqrt", "interval": "epoch"}, "resume": True}
 
@@ -97,6 +110,7 @@ class FinetuneSettings:
     parity_atol: float = 1e-3
     card_repeats: int = 20
     plots: bool = True
+    open_set: dict = field(default_factory=lambda: {"far": DEFAULT_FAR})
     train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,6 +128,13 @@ class FinetuneSettings:
                 raise ValueError(msg)
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ValueError(f"finetune.name must be a plain folder name, got {self.name!r}")
+        from facekd.errors import ConfigError
+        from facekd.openset import check_far
+
+        if not isinstance(self.open_set, Mapping) or set(self.open_set) - {"far"}:
+            raise ConfigError(f"finetune.open_set must be a mapping with the key far, got {self.open_set!r}; set it "
+                              "like finetune.open_set.far=0.01")
+        check_far(self.open_set.get("far", DEFAULT_FAR), "finetune.open_set.far")
         if self.expected_teacher is not None and not isinstance(self.expected_teacher, Mapping):
             raise ValueError("finetune.expected_teacher must be null or a mapping of teacher signature fields, "
                              "e.g. {name: sface, feature: embedding}")
@@ -142,9 +163,15 @@ class FinetuneSettings:
         """The fast path: frozen backbone and no augmentation, so features are computed once."""
         return not (self.augment or self.unfreeze)
 
-    def default_name(self, data_name: str) -> str:
+    @property
+    def far(self) -> float:
+        """The false-accept rate the open-set threshold is calibrated to."""
+        return float(self.open_set.get("far", DEFAULT_FAR))
+
+    def default_name(self, data_name: str, unknown_identities: int = 0) -> str:
         name = f"{data_name}-{Path(self.student_run).name}-{self.loss}"
-        return name + ("-aug" if self.augment else "") + ("-unfrozen" if self.unfreeze else "")
+        return (name + ("-aug" if self.augment else "") + ("-unfrozen" if self.unfreeze else "")
+                + (f"-open{int(unknown_identities)}" if unknown_identities else ""))
 
     def hashed(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in _OPERATIONAL}
@@ -153,7 +180,13 @@ class FinetuneSettings:
 def run_dir_for(cfg: Mapping[str, Any]) -> Path:
     """The run folder of a finetune config: ``${paths.root}/finetune/<name>``."""
     s = FinetuneSettings.from_config(cfg["finetune"])
-    return Path(cfg["paths"]["root"]) / STAGE / (s.name or s.default_name(str(cfg["data"]["name"])))
+    return Path(cfg["paths"]["root"]) / STAGE / (s.name or s.default_name(str(cfg["data"]["name"]),
+                                                                          _unknown(cfg["data"])))
+
+
+def _unknown(data_cfg: Mapping[str, Any]) -> int:
+    n = data_cfg.get("unknown_identities", 0)
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -201,7 +234,10 @@ def _features(model: SpecializedModel, images: torch.Tensor, device: torch.devic
 
 
 def _stage_config(cfg: Mapping[str, Any], settings: FinetuneSettings) -> dict:
-    return {"finetune": asdict(settings), "data": _plain(cfg["data"]), "seed": int(cfg.get("seed", 0)),
+    section = asdict(settings)
+    if not _unknown(cfg["data"]):  # closed set: recorded (and hashed) as before the open-set protocol existed
+        section.pop("open_set")
+    return {"finetune": section, "data": data_identity(cfg["data"]), "seed": int(cfg.get("seed", 0)),
             "paths": {"root": str(cfg["paths"]["root"])}}
 
 
@@ -260,7 +296,8 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     data = prepare_labeled(data_cfg, root)  # a split manifest that does not match the data folder -> FaceDataError
     _check_split(data, smanifest, student_run)
 
-    run_dir = root / STAGE / (settings.name or settings.default_name(str(data_cfg.get("name", "faces"))))
+    run_dir = root / STAGE / (settings.name or settings.default_name(str(data_cfg.get("name", "faces")),
+                                                                     _unknown(data_cfg)))
     stage_cfg = _stage_config(cfg, settings)
     identity = {"student_run": {"path": str(student_run), "config_hash": smanifest.get("config_hash"),
                                 "teacher": smanifest.get("teacher"), "uses_labels": smanifest.get("uses_labels"),
@@ -310,6 +347,16 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         test_scores = predict_scores(model.classify, fte, device, bs)
     pred = test_scores.argmax(1).numpy()
     test_metrics = classification_metrics(yte.numpy(), pred, labels=list(range(len(classes))))
+    open_set = _open_set(model, data, test_scores, yte, device, bs, settings.far) if data.open_set else None
+    if open_set is not None:
+        from facekd.openset import write_open_set
+
+        figures, _ = open_set
+        write_open_set(run_dir, figures["threshold"], settings.far, figures["n_calibration"],
+                       far_calibration=figures["far_calibration"],
+                       calibration_identities=len(data.split.unknown_classes) // 2, split_id=data.split.id,
+                       test={"dir": figures["dir"], "far": figures["far"], "n_known": figures["n_known"],
+                             "n_unknown": figures["n_unknown"]})
 
     cpu_model = model.to("cpu").float().eval()
     save_safetensors(cpu_model.state_dict(), run_dir / MODEL_FILE,
@@ -336,6 +383,9 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "model_card": {**card, "input_size": int(student.input_size),
                        "note": "student + norm + head on the preprocessed input, batch 1, one CPU thread, fastest of the repeats"},
         "onnx": onnx_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
+    if open_set is not None:
+        metrics["open_set"] = {**open_set[0], "note": "threshold calibrated on the unknown_val identities (never "
+                               "test) at far_target; dir on the known test faces, far on the unknown_test faces"}
     write_json(run_dir / METRICS_JSON, metrics)
 
     if settings.plots:
@@ -347,6 +397,14 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         plot_confusion(yte.numpy(), pred, classes, run_dir / CONFUSION_FILE,
                        title=f"{run_dir.name}: test, epoch {result.best_epoch}, accuracy "
                              f"{100 * test_metrics['accuracy']:.1f}%")
+        if open_set is not None:
+            from facekd.plots import plot_open_set_roc
+
+            figures, (roc_far, roc_dir) = open_set
+            plot_open_set_roc(roc_far, roc_dir, run_dir / ROC_FILE, at=(figures["far"], figures["dir"]),
+                              far_target=settings.far,
+                              title=f"{run_dir.name}: open-set test ({figures['n_known']} known, "
+                                    f"{figures['n_unknown']} unknown faces)")
 
     student_sha256 = ((smanifest.get("artifacts") or {}).get(STUDENT_FILE) or {}).get("sha256")
     write_manifest(run_dir, STAGE, stage_cfg, **identity, classes=classes, features=settings.features,
@@ -356,12 +414,34 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                    onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
                    seed=seed, student_sha256=student_sha256,
                    artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, FEATURES_FILE)
+                                                          + ((OPEN_SET_FILE,) if open_set is not None else ())
                                                           if (run_dir / f).is_file()]),
                    complete=True)
     log.info("finetune %s: best epoch %s on val (%s %.4f); test accuracy %.2f%%, macro F1 %.2f%%", run_dir,
              result.best_epoch, settings.monitor, best_row[settings.monitor], 100 * test_metrics["accuracy"],
              100 * test_metrics["f1_macro"])
     return metrics
+
+
+def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Tensor, test_labels: torch.Tensor,
+              device: torch.device, batch_size: int, far: float) -> tuple[dict[str, Any], tuple[list, list]]:
+    """Calibrate the rejection threshold on ``unknown_val`` and score test open-set; also the ROC on test."""
+    from facekd.openset import calibrate_and_score, open_set_roc
+
+    sets = split_datasets(data, ("unknown_val", "unknown_test"), augment_train=False)
+    scores = {}
+    for part, ds in sets.items():
+        x, _ = ds.tensors()
+        with torch.no_grad():
+            scores[part] = predict_scores(model.classify, _features(model, x, device, batch_size, f"{part} features"),
+                                          device, batch_size).numpy()
+    known, labels = test_scores.numpy(), test_labels.numpy()
+    figures = calibrate_and_score(scores["unknown_val"], known, labels, scores["unknown_test"], far)
+    roc_far, roc_dir, _ = open_set_roc(known, labels, scores["unknown_test"])
+    log.info("open set: threshold %.4f calibrated at FAR %g on %d unknown faces (reached %.4f); test DIR %.4f, "
+             "FAR %.4f on %d unknown faces", figures["threshold"], far, figures["n_calibration"],
+             figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
+    return figures, (roc_far.tolist(), roc_dir.tolist())
 
 
 def _export(model: SpecializedModel, run_dir: Path, images: torch.Tensor, settings: FinetuneSettings,

@@ -78,3 +78,55 @@ def test_manifest_roundtrip_and_mismatch(orl, tmp_path):
     bad.train = [t for t in bad.train if t[1] != 5]
     with pytest.raises(FaceDataError, match="absent from train"):
         bad.check_matches(orl)
+
+
+# ------------------------------------------------------------------------------------------------- open set
+
+
+def test_open_set_split_withholds_disjoint_unknown_identities(orl, tmp_path):
+    a = make_split(orl, SplitProtocol(per_class=2, val=1, seed=0, unknown_identities=5))
+    b = make_split(orl, SplitProtocol(per_class=2, val=1, seed=0, unknown_identities=5))
+    c = make_split(orl, SplitProtocol(per_class=2, val=1, seed=1, unknown_identities=5))
+    assert a.open_set and a.parts == ("train", "val", "test", "unknown_val", "unknown_test")
+    assert len(a.classes) == 30 and len(a.unknown_classes) == 10
+    assert (len(a.train), len(a.val), len(a.test), len(a.unknown_val), len(a.unknown_test)) == (60, 30, 210, 50, 50)
+    calibration = {a.unknown_classes[y] for _, y in a.unknown_val}
+    tested = {a.unknown_classes[y] for _, y in a.unknown_test}
+    assert len(calibration) == len(tested) == 5 and not calibration & tested
+    assert not (calibration | tested) & set(a.classes)  # never train/val/test identities
+    for part in ("unknown_val", "unknown_test"):  # every image of an unknown identity, labelled by its own name
+        assert all(a.unknown_classes[y] == p.split("/")[0] for p, y in a.part(part))
+    assert (a.unknown_classes, a.unknown_val, a.train) == (b.unknown_classes, b.unknown_val, b.train)
+    assert a.id == b.id and a.unknown_classes != c.unknown_classes and a.id != c.id
+    split, path = load_or_make_split(orl, SplitProtocol(unknown_identities=5), tmp_path)
+    again = Split.read(path)
+    assert again.unknown_test == split.unknown_test and again.id == split.id
+    again.check_matches(orl)
+
+
+def test_closed_set_split_is_unchanged_by_the_open_set_key(orl, tmp_path):
+    closed = SplitProtocol(per_class=2, val=1, seed=0, unknown_identities=0)
+    assert closed.as_dict() == {"per_class": 2, "val": 1, "test": None, "seed": 0, "too_few": "error"}
+    s = make_split(orl, closed)
+    assert not s.open_set and s.parts == ("train", "val", "test")
+    # the split id of the protocol without the key, as every closed-set manifest before the key existed
+    from facekd.runs import config_hash
+
+    legacy = config_hash({"fp": s.data_fingerprint, "p": {"per_class": 2, "val": 1, "test": None, "seed": 0,
+                                                          "too_few": "error"},
+                          "t": s.train, "v": s.val, "s": s.test})
+    assert s.id == legacy
+    _, path = load_or_make_split(orl, closed, tmp_path)
+    written = path.read_text()
+    assert "unknown" not in written
+
+
+def test_too_many_unknown_identities_refused_naming_the_key(orl):
+    with pytest.raises(ConfigError, match=r"data.unknown_identities=20 withholds 40 identities .* fewer than 2 known "
+                                          r"identities .* at most 19"):
+        make_split(orl, SplitProtocol(unknown_identities=20))
+    make_split(orl, SplitProtocol(unknown_identities=19))  # 2 known identities remain
+    with pytest.raises(ConfigError, match="^data.unknown_identities must be an integer >= 0"):
+        SplitProtocol(unknown_identities=-1)
+    with pytest.raises(ConfigError, match="^data.unknown_identities must be"):
+        SplitProtocol(unknown_identities=True)
