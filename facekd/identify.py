@@ -148,8 +148,9 @@ def load_run(path: str | os.PathLike, backend: str = "onnx") -> FinetunedRun:
     """Read and check a finished finetune run: its manifest, its model file for ``backend``, its open-set rule.
 
     A missing folder, a folder of another stage, a baseline's folder (baselines save no predictor) or an
-    unfinished run raises :class:`RunError`; a ``model.onnx`` that differs from the checksum the manifest
-    recorded raises :class:`ArtifactError` (``model.safetensors`` is checked when the torch model is loaded).
+    unfinished run raises :class:`RunError`; a ``model.onnx`` or ``open_set.json`` that is missing or differs
+    from the checksum the manifest recorded raises :class:`ArtifactError` (``model.safetensors`` is checked
+    when the torch model is loaded).
     """
     path = Path(path).expanduser()
     if not path.is_dir():
@@ -170,15 +171,17 @@ def load_run(path: str | os.PathLike, backend: str = "onnx") -> FinetunedRun:
     if stage != "finetune":
         raise _not_a_run(path, f"is a '{stage}' run, not a finetune run")
     manifest = read_manifest(path, "finetune", complete=True)  # an unfinished run -> RunError
-    if backend == "onnx":
-        from facekd.finetune.stage import ONNX_FILE, finetune_command
-        from facekd.hashing import verify_artifacts
+    from facekd.finetune.stage import ONNX_FILE, finetune_command
+    from facekd.hashing import verify_artifacts
 
+    how = dict(writer="the finetune stage", fix=f"rerun it: {finetune_command(path, manifest)}")
+    # a recorded open_set.json that is missing or changed would silently turn rejection off, or move it
+    verify_artifacts(path, manifest, [OPEN_SET_FILE], **how)
+    if backend == "onnx":
         if not (path / ONNX_FILE).is_file() and ONNX_FILE not in (manifest.get("artifacts") or {}):
             raise ConfigError(f"identify.backend=onnx, but {path} has no {ONNX_FILE} (it was finetuned with "
                               "finetune.export_onnx=false); set identify.backend=torch to use its torch model")
-        verify_artifacts(path, manifest, [ONNX_FILE], writer="the finetune stage",
-                         fix=f"rerun it: {finetune_command(path, manifest)}")
+        verify_artifacts(path, manifest, [ONNX_FILE], **how)
     data = (manifest.get("config") or {}).get("data") or {}
     return FinetunedRun(path=path, manifest=manifest, classes=list(manifest["classes"]),
                         image_size=int(manifest.get("image_size", data.get("image_size", 112))),

@@ -146,6 +146,26 @@ def test_flipped_byte_in_model_onnx_is_refused(run, photos, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_recorded_open_set_file_that_is_gone_or_changed_is_refused(run, photos, tmp_path):
+    from facekd.hashing import artifact_checksums
+    from facekd.runs import read_json
+
+    rec = tmp_path / "open"
+    shutil.copytree(run, rec)
+    write_open_set(rec, threshold=0.5, far=0.01, n_calibration=10)
+    m = read_json(rec / "manifest.json")
+    m["artifacts"].update(artifact_checksums(rec, ["open_set.json"]))
+    write_json(rec / "manifest.json", m)
+    assert identify(cfg(rec, [photos / "group.png"], tmp_path / "ok"))["threshold"] == 0.5
+    write_open_set(rec, threshold=0.0, far=0.01, n_calibration=10)  # rejection moved by hand
+    with pytest.raises(ArtifactError, match=r"open_set\.json is damaged: its sha256 is"):
+        identify(cfg(rec, [photos / "group.png"], tmp_path / "a"))
+    (rec / "open_set.json").unlink()  # rejection silently off: refused
+    with pytest.raises(ArtifactError, match=r"open_set\.json is missing, though .* records it"):
+        identify(cfg(rec, [photos / "group.png"], tmp_path / "b"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_config_and_input_mistakes(run, photos, tmp_path):
     with pytest.raises(InputFileError, match="identify.input: .*missing.jpg does not exist"):
         identify(cfg(run, [photos / "missing.jpg"], tmp_path / "o"))
