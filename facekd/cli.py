@@ -48,7 +48,10 @@ def run_script(target: str, config_name: str, doc: str | None, argv: Sequence[st
     script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
     try:
         if "--help" in args or "-h" in args:
-            print(help_text(config_name, doc, script))
+            try:
+                print(help_text(config_name, doc, script), flush=True)
+            except BrokenPipeError:  # e.g. `--help | head`
+                sys.stderr.close()
             return
         cfg = check_overrides(config_name, args, script)
         if cfg is not None:

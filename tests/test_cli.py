@@ -21,6 +21,7 @@ SCRIPTS = {  # script -> (config, words its --help must hold)
     "demo.py": ("demo", "The main job"),
     "model_card.py": ("model_card", "model card"),
     "probe_teacher.py": ("probe_teacher", "teacher a face teacher"),
+    "identify.py": ("identify", "Name the people in photos"),
 }
 
 

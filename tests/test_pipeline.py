@@ -33,3 +33,5 @@ def test_main_job_smoke(tmp_path):
     result = json.loads((out / "results.json").read_text())["results"]["feature_kd_bce"][0]
     ft = Path(result["extra"]["finetune_run"])
     assert (ft / "model.onnx").stat().st_size > 0 and (ft / "confusion.png").exists()
+    for stage_run in (ft, Path(result["extra"]["student_run"])):  # every manifest says it is a smoke run
+        assert json.loads((stage_run / "manifest.json").read_text())["profile"] == "smoke"
