@@ -143,3 +143,10 @@ def test_refusals_from_the_command_line_end_without_a_traceback(tmp_path, args, 
     assert out.returncode == EXIT_USER_ERROR, out.stderr
     assert words in out.stderr
     assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr and "+generate" not in out.stderr
+
+
+def test_every_script_is_wired_through_run_script_and_has_a_help_test():
+    scripts = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
+    assert scripts == sorted(SCRIPTS)
+    for name in scripts:
+        assert "run_script(" in (ROOT / "scripts" / name).read_text(), name
