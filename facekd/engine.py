@@ -687,7 +687,8 @@ class Trainer:
             start = self._load_checkpoint(task, opt, sched)
             log.info("resuming %s after epoch %d", self.run_dir, start)
         else:
-            if cfg.resume and self.run_dir.is_dir() and any(self.run_dir.iterdir()):
+            if cfg.resume and any((self.run_dir / f).exists() for f in (METRICS_CSV, METRICS_JSON, BEST)):
+                # an earlier training left epochs behind but no checkpoint (a stage's own files don't count)
                 log.info("%s holds no checkpoint to resume: starting it afresh", self.run_dir)
             self._clean_start()
             seed_everything(cfg.seed + self.dist.rank)

@@ -26,6 +26,7 @@ from facekd.errors import ConfigError
 __all__ = ["BUSY_SHARE", "model_card", "model_cards", "markdown_table", "print_model_cards"]
 
 BUSY_SHARE = 0.9
+MIN_TIMED_S = 0.05  # timed wall time below which the CPU share is not judged
 
 
 def _input_size(model: nn.Module, input_size: int | None) -> int:
@@ -67,10 +68,12 @@ def model_card(model: nn.Module, input_size: int | None = None, *, repeats: int 
                 t0 = time.perf_counter()
                 cpu(x)
                 times.append(time.perf_counter() - t0)
-            share = (time.thread_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
+            wall = time.perf_counter() - wall0
+            share = (time.thread_time() - cpu0) / max(wall, 1e-9)
     finally:
         torch.set_num_threads(old_threads)
-    share = min(1.0, share) if threads == 1 else float("nan")  # with helper threads the ratio means nothing
+    # with helper threads the ratio means nothing; below MIN_TIMED_S the thread clock's tick decides it
+    share = min(1.0, share) if threads == 1 and wall >= MIN_TIMED_S else float("nan")
     return {"params": int(params), "mflops": flops / 1e6, "cpu_ms_per_img": 1000.0 * min(times),
             "cpu_share": share, "load1": load1, "busy": bool(share < BUSY_SHARE)}
 

@@ -287,6 +287,11 @@ def test_a_fresh_run_with_resume_on_logs_no_resume_line(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="facekd.engine"):
         Trainer(cfg(epochs=1, resume=True), tmp_path / "fresh").fit(fresh(), Points())
     assert not [r for r in caplog.records if "checkpoint" in r.getMessage() or "resum" in r.getMessage()]
+    (tmp_path / "stage_files").mkdir()  # a stage's own files (manifest, caches) written before training
+    (tmp_path / "stage_files" / "manifest.json").write_text("{}")
+    with caplog.at_level(logging.INFO, logger="facekd.engine"):
+        Trainer(cfg(epochs=1, resume=True), tmp_path / "stage_files").fit(fresh(), Points())
+    assert not [r for r in caplog.records if "resum" in r.getMessage()]
     (tmp_path / "leftover").mkdir()
     (tmp_path / "leftover" / "metrics.csv").write_text("epoch\n")
     with caplog.at_level(logging.INFO, logger="facekd.engine"):
