@@ -73,9 +73,9 @@ def model_card(model: nn.Module, input_size: int | None = None, *, repeats: int 
     finally:
         torch.set_num_threads(old_threads)
     # with helper threads the ratio means nothing; below MIN_TIMED_S the thread clock's tick decides it
-    share = min(1.0, share) if threads == 1 and wall >= MIN_TIMED_S else float("nan")
+    share = min(1.0, share) if threads == 1 and wall >= MIN_TIMED_S else None
     return {"params": int(params), "mflops": flops / 1e6, "cpu_ms_per_img": 1000.0 * min(times),
-            "cpu_share": share, "load1": load1, "busy": bool(share < BUSY_SHARE)}
+            "cpu_share": share, "load1": load1, "busy": share is not None and share < BUSY_SHARE}
 
 
 def markdown_table(rows: Iterable[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -125,7 +125,7 @@ def model_cards(*, teachers: Iterable[str] | None = None, students: Iterable[str
 
 CARD_COLUMNS = [("network", "network", ""), ("role", "role", ""), ("input", "input px", ""),
                 ("output", "output", ""), ("params", "params (M)", ""), ("mflops", "MFLOPs", ",.0f"),
-                ("cpu_ms_per_img", "CPU ms/img (b=1, 1 thread, min)", ".1f"), ("cpu_share", "CPU share", ".2f"), ("weights", "weights", "")]
+                ("cpu_ms_per_img", "CPU ms/img (b=1, 1 thread, min)", ".1f"), ("cpu_share", "CPU share", ""), ("weights", "weights", "")]
 
 
 def print_model_cards(cfg) -> str:
@@ -136,6 +136,7 @@ def print_model_cards(cfg) -> str:
                        warmup=int(cfg.warmup), threads=int(cfg.threads))
     for r in rows:
         r["params"] = f"{r['params'] / 1e6:.2f}"
+        r["cpu_share"] = "–" if r["cpu_share"] is None else f"{r['cpu_share']:.2f}"
     table = markdown_table(rows, CARD_COLUMNS)
     print(table)
     return table

@@ -379,7 +379,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "val": val_metrics, "val_loss": float(best_row["val_loss"]), "test": test_metrics,
         "n_images": {"train": len(ytr), "val": len(yva), "test": len(yte)}, "num_classes": len(classes),
         "params": int(card["params"]), "mflops": float(card["mflops"]), "cpu_ms_per_img": float(card["cpu_ms_per_img"]),
-        "cpu_share": float(card["cpu_share"]), "load1": float(card["load1"]), "busy": bool(card["busy"]),
+        "cpu_share": card["cpu_share"], "load1": float(card["load1"]), "busy": bool(card["busy"]),
         "model_card": {**card, "input_size": int(student.input_size),
                        "note": "student + norm + head on the preprocessed input, batch 1, one CPU thread, fastest of the repeats"},
         "onnx": onnx_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
