@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from facekd.errors import EXIT_USER_ERROR, ConfigError, FacekdError, InputFileError
 
-__all__ = ["CONFIGS", "run_script", "help_text", "check_overrides", "ensure_writable_root", "refuse",
+__all__ = ["CONFIGS", "compose_config", "run_script", "help_text", "check_overrides", "ensure_writable_root", "refuse",
            "suggest_keys", "yaml_key_comments"]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -126,14 +126,18 @@ def _overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-def _compose(config_name: str, overrides: list[str], hydra_config: bool = False) -> Any:
+def compose_config(config_name: str, overrides: Sequence[str] = (), hydra_config: bool = False) -> Any:
+    """Compose the primary config ``configs/<config_name>.yaml`` with Hydra overrides.
+
+    Works inside a running Hydra app (reusing its initialisation) and outside one.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra_config)
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def check_overrides(config_name: str, args: Sequence[str], script: str = "") -> Any:
@@ -149,7 +153,7 @@ def check_overrides(config_name: str, args: Sequence[str], script: str = "") -> 
     mine = [o for o in overrides if not o.lstrip("+~").startswith("hydra.") and not o.startswith("hydra/")]
     help_hint = f"`python scripts/{script or config_name + '.py'} --help` lists the keys and options."
     try:
-        return _compose(config_name, mine)
+        return compose_config(config_name, mine)
     except OverrideParseException as err:
         detail = str(err).splitlines()[0]
         raise ConfigError(f"Cannot read the command-line override(s) {' '.join(mine)}: {detail}. Write each "
@@ -174,9 +178,9 @@ def _unknown_key_message(detail: str, config_name: str, overrides: list[str], he
     given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
     rest = [o for o in overrides if o != given]
     try:
-        known = list(_flat_keys(_plain(_compose(config_name, rest))))
+        known = list(_flat_keys(_plain(compose_config(config_name, rest))))
     except Exception:  # another override is bad too: suggest from the defaults
-        known = list(_flat_keys(_plain(_compose(config_name, []))))
+        known = list(_flat_keys(_plain(compose_config(config_name, []))))
     close = suggest_keys(key, known)
     guess = f" Did you mean {' or '.join(close)}?" if close else ""
     return (f"Unknown config key '{key}' (from {given}): no setting of {config_name}.yaml has that name, so "
@@ -275,7 +279,7 @@ def help_text(config_name: str, doc: str | None, script: str = "") -> str:
     from omegaconf import OmegaConf
 
     script = script or f"{config_name}.py"
-    cfg = _compose(config_name, [], hydra_config=True)
+    cfg = compose_config(config_name, [], hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
     lines = [textwrap.dedent(doc or "").strip(), "",
              f"usage: python scripts/{script} [key=value ...] [group=option ...]", ""]

@@ -3,7 +3,7 @@
 Stages talk only through run folders.  A row that needs a distill (or generate) run asks
 :func:`ensure_distill_run` / :func:`ensure_generate_run`: a finished run folder is returned as is; a
 missing one is made by the stage itself, from its own primary config (``configs/<stage>.yaml``, composed
-by :func:`compose_stage_config`) plus the row's overrides, exactly as the stage's script would.
+by :func:`facekd.cli.compose_config`) plus the row's overrides, exactly as the stage's script would.
 
 :func:`main_job` runs the comparison rows of the ``demo`` config (by default the distilled student,
 i.e. generate -> distill -> finetune, plus the teacher's linear probe, ResNet-18 from scratch and raw
@@ -20,12 +20,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from facekd.cli import CONFIGS
+from facekd.cli import compose_config
 from facekd.config import plain
 from facekd.errors import ConfigError
 from facekd.runs import RunError, read_json, read_manifest, write_json
 
-__all__ = ["main_job", "compose_stage_config", "run_complete", "run_identity", "ensure_distill_run", "ensure_generate_run",
+__all__ = ["main_job", "run_complete", "run_identity", "ensure_distill_run", "ensure_generate_run",
            "augment_preset"]
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,6 @@ def main_job(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     write_json(out_dir / "wall_time.json", {"seconds": wall})
     print(f"main job finished in {wall / 60:.1f} min; table, CSV, accuracy chart and t-SNE in {out_dir}")
     return rows
-
-
-def compose_stage_config(config_name: str, overrides: Sequence[str]) -> Any:
-    """Compose one of the primary configs (``configs/<config_name>.yaml``) with Hydra overrides.
-
-    Works inside a running Hydra app (``scripts/compare_baselines.py``) and outside one.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=list(overrides))
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def run_complete(run_dir: Path, stage: str) -> bool:
@@ -117,7 +103,7 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     common = [f"paths.root={paths_root}", f"device={device}"]
     progress = bool(cfg.get("progress", True))
     teacher = row_teacher(cfg)
-    dcfg = compose_stage_config("distill", [f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
+    dcfg = compose_config("distill", [f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
                                             "resume=true", *common,
                                             f"distill.train.progress={progress}",
                                             f"seed={int(seed)}", f"distill.name={run.name}",
@@ -141,12 +127,12 @@ def ensure_generate_run(cfg: Mapping[str, Any], paths_root: str | os.PathLike, o
     generate stage (``configs/generate.yaml`` plus ``overrides``) when it is missing."""
     common = [f"paths.root={paths_root}", f"device={cfg.get('device', 'auto')}"]
     if run is None:
-        run = Path(compose_stage_config("distill", common).distill.generate_run)
+        run = Path(compose_config("distill", common).distill.generate_run)
     if run_complete(run, "generate"):
         return run
     from facekd.generators import generate
 
-    gcfg = compose_stage_config("generate", [*common, f"generate.progress={bool(cfg.get('progress', True))}",
+    gcfg = compose_config("generate", [*common, f"generate.progress={bool(cfg.get('progress', True))}",
                                              *[str(o) for o in overrides]])
     log.info("generating the synthetic faces first (%s)", run)
     made = generate(gcfg)
@@ -161,7 +147,7 @@ def augment_preset(spec: Any) -> tuple[Any, Any]:
     from facekd.data.augment import build_augmentation
 
     if isinstance(spec, str):
-        presets = plain(compose_stage_config("distill", []).distill.augment_presets)
+        presets = plain(compose_config("distill", []).distill.augment_presets)
         if spec not in presets:
             raise ConfigError(f"unknown augmentation preset {spec!r}; presets: {', '.join(presets)}")
         spec = presets[spec]
