@@ -54,7 +54,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def classification_metrics(y_true: Any, y_pred: Any, labels: Sequence | None = None) -> dict[str, float]:
-    """Accuracy and precision / recall / F1, macro- and micro-averaged.
+    """Accuracy and precision / recall / F1, macro- and micro-averaged, and F1 weighted by class support.
 
     ``labels`` fixes the classes the macro average runs over (default: those in ``y_true`` or ``y_pred``,
     as scikit-learn does).  A class never predicted scores precision 0 (no warning).
@@ -70,6 +70,8 @@ def classification_metrics(y_true: Any, y_pred: Any, labels: Sequence | None = N
     for avg in ("macro", "micro"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
         out.update({f"precision_{avg}": float(p), f"recall_{avg}": float(r), f"f1_{avg}": float(f)})
+    _, _, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+    out["f1_weighted"] = float(f)
     return out
 
 

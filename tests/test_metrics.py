@@ -20,6 +20,16 @@ def test_classification_metrics_by_hand():
     # single-label micro averages all equal accuracy
     for k in ("precision_micro", "recall_micro", "f1_micro"):
         assert m[k] == pytest.approx(4 / 6)
+    # balanced support (2 each): weighted F1 = macro F1
+    assert m["f1_weighted"] == pytest.approx(m["f1_macro"])
+
+
+def test_weighted_f1_weighs_classes_by_support():
+    # y_true supports 3, 1, 1; y_pred = [0,0,1,1,2]
+    # class 0: tp=2 fp=0 fn=1 -> f=4/5; class 1: tp=1 fp=1 fn=0 -> f=2/3; class 2: tp=1 -> f=1
+    m = classification_metrics([0, 0, 0, 1, 2], [0, 0, 1, 1, 2])
+    assert m["f1_weighted"] == pytest.approx((3 * 4 / 5 + 2 / 3 + 1) / 5)
+    assert m["f1_macro"] == pytest.approx((4 / 5 + 2 / 3 + 1) / 3)
 
 
 def test_classification_metrics_never_predicted_class_and_bad_input():

@@ -107,16 +107,20 @@ class ImageClassifierTask(Task):
 
     ``net`` maps preprocessed input to class scores; ``preprocess`` is its :class:`Preprocess`.  Batches are
     ``(images, labels, *extra)``; ``loss_fn(logits, labels, images, *extra)`` defaults to cross-entropy
-    (Hinton KD passes its own, with cached teacher scores as ``extra``).
+    (Hinton KD passes its own, with cached teacher scores as ``extra``).  ``to_classes`` (no parameters)
+    maps the net's outputs to class scores when they are not class scores themselves (e.g. subclass logits);
+    the loss sees the net's raw outputs, val accuracy and loss the class scores.
     """
 
     def __init__(self, net: nn.Module, preprocess: Preprocess, val: tuple[torch.Tensor, torch.Tensor],
-                 loss_fn: Callable[..., torch.Tensor] | None = None, eval_batch_size: int = 64) -> None:
+                 loss_fn: Callable[..., torch.Tensor] | None = None, eval_batch_size: int = 64,
+                 to_classes: nn.Module | None = None) -> None:
         super().__init__()
         self.net, self.preprocess = net, preprocess
         self.val_x, self.val_y = val
         self.loss_fn = loss_fn
         self.eval_batch_size = eval_batch_size
+        self.to_classes = to_classes
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
@@ -131,6 +135,8 @@ class ImageClassifierTask(Task):
 
     def evaluate(self) -> dict[str, float]:
         logits = batched(lambda x: self.net(self.inputs(x.to(self.device))).float(), self.val_x, self.eval_batch_size)
+        if self.to_classes is not None:
+            logits = self.to_classes(logits)
         y = self.val_y.to(logits.device)
         loss = float(F.cross_entropy(logits, y))
         acc = float((logits.argmax(1) == y).float().mean())

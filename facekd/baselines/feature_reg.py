@@ -43,13 +43,14 @@ from facekd.baselines.kd_labels import augmented_views
 from facekd.baselines.scratch import build_classifier, student_config
 from facekd.baselines.transfer import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
+from facekd.errors import ConfigError
 from facekd.distill.tap_cache import teacher_tap_targets
 from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs, pool_to
 from facekd.models.base import Teacher
 from facekd.models import build_teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 
-__all__ = ["TapTargets", "FeatureRegularizedTask", "FeatureRegularized", "kd_settings"]
+__all__ = ["TapTargets", "FeatureRegularizedTask", "FeatureRegularized", "kd_settings", "synthetic_views", "UNLABELED"]
 
 UNLABELED = -1
 
@@ -196,7 +197,8 @@ class FeatureRegularized(Method):
         # cached: the teacher's maps of `views` fixed views per photo; online: of 4 views, for the target statistics
         images, labels = augmented_views(data, 4 if online else int(kd["views"]), seed, bool(cfg.get("augment", True)))
         if self.synthetic_run is not None:
-            syn = self._synthetic_views(int(kd["synthetic"]["count"]), kd["synthetic"]["augment"], images.shape[-1], seed)
+            syn = synthetic_views(self.synthetic_run, int(kd["synthetic"]["count"]), kd["synthetic"]["augment"],
+                                  images.shape[-1], seed)
             images = torch.cat([images, syn])
             labels = torch.cat([labels, torch.full((len(syn),), UNLABELED, dtype=labels.dtype)])
         cache_dir = self.paths_root / "cache" / "teacher_taps" if self.paths_root else Path(run_dir) / "teacher_taps"
@@ -232,18 +234,21 @@ class FeatureRegularized(Method):
             extra["student_run"] = str(self.student_run)
         return Fitted(Predictor(task.net, pre, output="scores").eval(), self.student_name(cfg), extra=extra)
 
-    def _synthetic_views(self, count: int, augment: Any, size: int, seed: int) -> torch.Tensor:
-        """``count`` synthetic faces of the generate run, each with one target-like augmented view."""
-        from facekd.pipeline import augment_preset
-        from facekd.distill.sources import open_generate_run
-        from facekd.distill.views import ViewSource, make_views
 
-        faces = open_generate_run(self.synthetic_run)  # its shards checked against the recorded checksums
-        if count > len(faces):
-            raise TapPairError(f"kd.synthetic.count={count}, but the generate run {self.synthetic_run} holds "
-                               f"{len(faces)} faces; generate more or lower the count")
-        steps, aug = augment_preset(augment)
-        source = ViewSource("synthetic", count, lambda idx: faces.batch(idx), faces.config_hash, 1, aug, steps,
-                            seed=seed)
-        views = make_views(source, np.arange(count), out_size=size)
-        return torch.from_numpy(views).permute(0, 3, 1, 2).contiguous()
+def synthetic_views(run: Path, count: int, augment: Any, size: int, seed: int,
+                    key: str = "kd.synthetic.count") -> torch.Tensor:
+    """``count`` synthetic faces of the generate ``run``, each with one augmented view (``augment``: a
+    ``distill.augment_presets`` name), as ``count x 3 x size x size`` uint8 images; reproducible from ``seed``."""
+    from facekd.pipeline import augment_preset
+    from facekd.distill.sources import open_generate_run
+    from facekd.distill.views import ViewSource, make_views
+
+    faces = open_generate_run(run)  # its shards checked against the recorded checksums
+    if count > len(faces):
+        raise ConfigError(f"{key}={count}, but the generate run {run} holds "
+                           f"{len(faces)} faces; generate more or lower the count")
+    steps, aug = augment_preset(augment)
+    source = ViewSource("synthetic", count, lambda idx: faces.batch(idx), faces.config_hash, 1, aug, steps,
+                        seed=seed)
+    views = make_views(source, np.arange(count), out_size=size)
+    return torch.from_numpy(views).permute(0, 3, 1, 2).contiguous()

@@ -42,21 +42,24 @@ def build_classifier(student_cfg: Mapping[str, Any], num_classes: int) -> tuple[
 
 
 def train_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int,
-                     loss_fn: Any = None, train_set: Dataset | None = None) -> Predictor:
+                     loss_fn: Any = None, train_set: Dataset | None = None, num_outputs: int | None = None,
+                     to_classes: nn.Module | None = None) -> Predictor:
     """Train the method's student as a classifier (val selection); see module doc.
 
     ``train_set`` replaces the augmented train split (items ``(image, label, *extra)`` for ``loss_fn``).
+    ``num_outputs`` (default: the number of classes) sizes the net's output; ``to_classes`` maps those outputs
+    to class scores and becomes the deployed predictor's head (e.g. subclass logits pooled per class).
     """
-    net, pre = build_classifier(student_config(cfg), data.num_classes)
+    net, pre = build_classifier(student_config(cfg), num_outputs or data.num_classes)
     sets = split_datasets(data, ("train", "val") if train_set is None else ("val",),
                           augment_train=bool(cfg.get("augment", True)))
     tc, per_epoch = step_train_config(cfg, seed)
     task = ImageClassifierTask(net, pre, sets["val"].tensors(), loss_fn=loss_fn,
-                               eval_batch_size=int(cfg.get("eval_batch_size", 64)))
+                               eval_batch_size=int(cfg.get("eval_batch_size", 64)), to_classes=to_classes)
     if train_set is None:
         train_set = seed_augmentation(sets["train"], seed)
     train_engine(task, train_set, tc, per_epoch, run_dir, {"method": cfg, "split": data.split.id})
-    return Predictor(task.net, pre, output="scores").eval()
+    return Predictor(task.net, pre, head=to_classes, output="scores").eval()
 
 
 @METHODS.register("scratch")

@@ -8,7 +8,7 @@ import torch
 from facekd.baselines import run_method
 from facekd.baselines.kd_labels import hinton_kd_loss
 
-ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "triplet", "maml", "maml_fo", "feature_kd_bce",
+ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "subclass_kd", "triplet", "maml", "maml_fo", "feature_kd_bce",
         "feature_kd_bce_unfrozen", "feature_kd_bce_skd"]
 
 
@@ -16,7 +16,7 @@ ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "tripl
 def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
     mcfg = {**smoke_cfg.baselines[row], "progress": False}
     res = run_method(mcfg.get("method", row), mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
-    assert set(res.test) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro"}
+    assert set(res.test) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro", "f1_weighted"}
     assert 0.0 <= res.accuracy <= 1.0 and res.val and res.train_seconds > 0
     assert res.cpu_ms_per_img > 0 and res.mflops >= 0
     if row == "transfer":
@@ -24,6 +24,9 @@ def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
         assert res.accuracy > 0.3 and res.extra["teacher_ncm_accuracy"] > 0.8
     if row == "kd_labels":
         assert res.extra["alpha"] == 0.1 and "teacher_accuracy" in res.extra
+    if row == "subclass_kd":
+        assert res.extra["subclasses"] == 4 and res.extra["subclasses_total"] == 4 * smoke_data.num_classes
+        assert 0 < res.extra["subclasses_used"] <= res.extra["subclasses_total"] and "teacher_accuracy" in res.extra
     if row in ("triplet", "pixels"):
         assert 0.0 <= res.extra["triplet_accuracy"] <= 1.0 and "embedding_std" in res.extra
     if row == "triplet":
