@@ -25,7 +25,7 @@ from facekd.config import plain
 from facekd.errors import ConfigError
 from facekd.runs import RunError, read_json, read_manifest, write_json
 
-__all__ = ["main_job", "run_complete", "run_identity", "ensure_distill_run", "ensure_generate_run",
+__all__ = ["main_job", "specialize", "run_complete", "run_identity", "ensure_distill_run", "ensure_generate_run",
            "augment_preset"]
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,28 @@ def main_job(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     write_json(out_dir / "wall_time.json", {"seconds": wall})
     print(f"main job finished in {wall / 60:.1f} min; table, CSV, accuracy chart and t-SNE in {out_dir}")
     return rows
+
+
+def specialize(cfg: Mapping[str, Any]) -> str:
+    """A model for a user's own folder of people (``configs/specialize.yaml``): align, generate, distill and
+    finetune through the comparison's first row that makes a finetune run, score it on the held-out photos,
+    record the run in ``<out_dir>/model.json`` and print the ``identify`` command.  Returns the finetune run."""
+    from facekd.baselines.compare import compare_baselines
+
+    cfg = plain(cfg)
+    compare_baselines(cfg)
+    out_dir = Path(cfg["out_dir"])
+    results = read_json(out_dir / "results.json")["results"]
+    runs = [(row, seeds[0]["extra"]["finetune_run"]) for row, seeds in results.items()
+            if seeds and (seeds[0].get("extra") or {}).get("finetune_run")]
+    if not runs:
+        raise ConfigError(f"methods={cfg.get('methods')} makes no finetune run, so there is no model to identify "
+                          "with; keep a feature_kd row (feature_kd_bce, the default) in methods")
+    row, run = runs[0]
+    write_json(out_dir / "model.json", {"row": row, "finetune_run": run})
+    print(f"model ({row}): {run}\nname the people in new photos with:\n"
+          f"  python scripts/identify.py identify.model={run} identify.input=PHOTO_OR_FOLDER")
+    return run
 
 
 def run_complete(run_dir: Path, stage: str) -> bool:

@@ -22,6 +22,7 @@ SCRIPTS = {  # script -> (config, words its --help must hold)
     "model_card.py": ("model_card", "model card"),
     "probe_teacher.py": ("probe_teacher", "teacher a face teacher"),
     "identify.py": ("identify", "Name the people in photos"),
+    "specialize.py": ("specialize", "A face model for your own people"),
 }
 
 
