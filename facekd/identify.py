@@ -41,6 +41,7 @@ from facekd.data.augment import frame_square
 from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
 from facekd.errors import ArtifactError, ConfigError, InputFileError
 from facekd.openset import OPEN_SET_FILE, open_set_score, read_open_set
+from facekd.baselines.deploy import STAGE as BASELINE_STAGE
 from facekd.runs import MANIFEST, RunError, atomic_path, read_json, read_manifest
 from facekd.validate import check_bool, check_choice, check_float, check_int, show_value
 
@@ -57,8 +58,9 @@ BACKENDS = ("onnx", "torch")
 STATUSES = ("known", "unknown", "no_face", "unreadable")
 ALIGN_SIZE, ALIGN_MARGIN = 160, 20  # what facekd.data.align.align_folder cuts (data.align=true)
 SHEET_MAX_FACES = 400
-_ONLY_FINETUNE = ("only finetune runs can be used: they save the specialized model (model.safetensors and "
-                  "model.onnx). Pass a folder under <paths.root>/finetune/, made by `python scripts/finetune.py`")
+_ONLY_FINETUNE = ("pass a finetune run (a folder under <paths.root>/finetune/, made by `python scripts/finetune.py` "
+                  "or `python scripts/specialize.py`) or the run folder of a comparison row that saved model.onnx "
+                  "(<paths.root>/baselines/<row>-<hash>/, rows that output class scores)")
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -164,17 +166,24 @@ def load_run(path: str | os.PathLike, backend: str = "onnx") -> FinetunedRun:
             except (OSError, ValueError, AttributeError):
                 method = None
             if method:
-                raise _not_a_run(path, f"is the run folder of the baseline '{method}', and baselines do not "
-                                       "save a predictor that can be loaded")
+                raise _not_a_run(path, f"is the run folder of the comparison row '{method}', which saved no model "
+                                       "(rows that output embeddings save none, and results cached before rows "
+                                       "saved models have none: rerun the row with a new paths.root)")
         raise _not_a_run(path, f"holds no {MANIFEST}, so it is not a facekd run folder")
     stage = read_json(path / MANIFEST).get("stage")
-    if stage != "finetune":
+    if stage not in ("finetune", BASELINE_STAGE):
         raise _not_a_run(path, f"is a '{stage}' run, not a finetune run")
-    manifest = read_manifest(path, "finetune", complete=True)  # an unfinished run -> RunError
+    manifest = read_manifest(path, stage, complete=True)  # an unfinished run -> RunError
     from facekd.finetune.stage import ONNX_FILE, finetune_command
     from facekd.hashing import verify_artifacts
 
-    how = dict(writer="the finetune stage", fix=f"rerun it: {finetune_command(path, manifest)}")
+    if stage == BASELINE_STAGE:
+        if backend != "onnx":
+            raise ConfigError(f"identify.backend={backend}, but {path} is a comparison row's run, which saves only "
+                              f"{ONNX_FILE}; use identify.backend=onnx (the default)")
+        how = dict(writer="scripts/compare_baselines.py", fix="delete the row's folder and rerun the comparison")
+    else:
+        how = dict(writer="the finetune stage", fix=f"rerun it: {finetune_command(path, manifest)}")
     # a recorded open_set.json that is missing or changed would silently turn rejection off, or move it
     verify_artifacts(path, manifest, [OPEN_SET_FILE], **how)
     if backend == "onnx":
@@ -182,7 +191,7 @@ def load_run(path: str | os.PathLike, backend: str = "onnx") -> FinetunedRun:
             raise ConfigError(f"identify.backend=onnx, but {path} has no {ONNX_FILE} (it was finetuned with "
                               "finetune.export_onnx=false); set identify.backend=torch to use its torch model")
         verify_artifacts(path, manifest, [ONNX_FILE], **how)
-    data = (manifest.get("config") or {}).get("data") or {}
+    data = (manifest.get("config") or {}).get("data") or {}  # both stages record the data config there
     return FinetunedRun(path=path, manifest=manifest, classes=list(manifest["classes"]),
                         image_size=int(manifest.get("image_size", data.get("image_size", 112))),
                         framing=str(manifest.get("framing", data.get("framing", "pad"))),

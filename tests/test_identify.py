@@ -118,13 +118,13 @@ def test_open_set_threshold_makes_faces_unknown(run, photos, tmp_path):
 
 def test_not_a_finetune_run_is_refused(run, photos, tmp_path):
     student = run.parent.parent.parent / "student"
-    with pytest.raises(RunError, match="is a 'distill' run, not a finetune run; only finetune runs can be used"):
+    with pytest.raises(RunError, match="is a 'distill' run, not a finetune run; pass a finetune run"):
         identify(cfg(student, str(photos), tmp_path / "a"))
     baseline = tmp_path / "baseline"
     write_json(baseline / "config.json", {"method": "scratch"})
-    with pytest.raises(RunError, match="baseline 'scratch', and baselines do not save a predictor.*only finetune"):
+    with pytest.raises(RunError, match="comparison row 'scratch', which saved no model.*pass a finetune run"):
         identify(cfg(baseline, str(photos), tmp_path / "b"))
-    with pytest.raises(RunError, match="does not exist; only finetune runs can be used"):
+    with pytest.raises(RunError, match="does not exist; pass a finetune run"):
         identify(cfg(tmp_path / "nowhere", str(photos), tmp_path / "c"))
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
@@ -187,3 +187,28 @@ def test_help_text():
     doc = ast.get_docstring(ast.parse((Path(__file__).parents[1] / "scripts" / "identify.py").read_text()))
     text = help_text("identify", doc, "identify.py")
     assert "identify.model=???" in text and "identify.backend=onnx" in text and "examples:" in text
+
+
+def test_a_comparison_row_saves_a_model_identify_can_use(orl, photos, tmp_path):
+    """A scores row (scratch, smoke size) saves model.onnx + manifest beside its result; identify names the faces
+    with it, refuses its torch backend, and refuses it once the model's bytes change."""
+    from facekd.baselines import run_method
+    from facekd.runs import read_manifest
+    from tests.baselines.conftest import compose_compare
+
+    c = compose_compare(tmp_path / "runs")
+    mcfg = {**c.baselines["scratch"], "progress": False}
+    res = run_method("scratch", mcfg, c.data, c.paths.root, 0, export=True)
+    row = Path(res.run_dir)
+    manifest = read_manifest(row, "baseline")
+    assert res.extra["model"]["file"] == "model.onnx" and "model.onnx" in manifest["artifacts"]
+    assert manifest["parity"]["ok"] and len(manifest["classes"]) == 40
+    out = identify(cfg(row, [photos / "group.png"], tmp_path / "out"))
+    assert [r["status"] for r in out["rows"]] == ["known", "known"]
+    assert all(r["identity"] in manifest["classes"] for r in out["rows"])
+    with pytest.raises(ConfigError, match="saves only model.onnx; use identify.backend=onnx"):
+        identify(cfg(row, [photos / "group.png"], tmp_path / "t", "identify.backend=torch"))
+    onnx = row / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-8] + b"damaged!")
+    with pytest.raises(ArtifactError, match="model.onnx"):
+        identify(cfg(row, [photos / "group.png"], tmp_path / "x"))

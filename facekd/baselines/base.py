@@ -302,7 +302,8 @@ def result_path(paths_root: str | os.PathLike, name: str, digest: str) -> Path:
 
 def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any],
                paths_root: str | os.PathLike, seed: int, force: bool = False,
-               data: LabeledData | None = None, open_set_far: float | None = None) -> MethodResult:
+               data: LabeledData | None = None, open_set_far: float | None = None,
+               export: bool = False) -> MethodResult:
     """Run method ``name`` once under the shared split and score the test split once.
 
     ``method_cfg`` is the method's config group (``configs/baseline/<name>.yaml``), ``data_cfg`` the
@@ -310,7 +311,8 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     config, data, split and seed) it is returned without training, unless ``force``.  ``data`` may pass
     an already prepared :class:`LabeledData` of ``data_cfg``.  On an open-set split the row's threshold is
     calibrated at ``open_set_far`` (default :data:`DEFAULT_OPEN_SET_FAR`) and ``extra["open_set"]`` reports
-    its test figures; on a closed-set split ``open_set_far`` is ignored.
+    its test figures; on a closed-set split ``open_set_far`` is ignored.  With ``export``, a row that outputs class
+    scores also saves its model for ``identify`` in its run folder (:mod:`facekd.baselines.deploy`).
     """
     from facekd.openset import check_far
 
@@ -352,6 +354,12 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
                                       batch_size=int(cfg.get("eval_batch_size", 64)))
         scores["extra"][f"{side}_accuracy"] = side_scores["test"]["accuracy"]
         scores["extra"][f"{side}_f1_macro"] = side_scores["test"]["f1_macro"]
+    if export and "finetune_run" not in fitted.extra:  # a feature_kd row's finetune run is its deployable model
+        from facekd.baselines.deploy import export_predictor
+
+        saved = export_predictor(predictor, data, run_dir, name, cfg, scores["extra"].get("open_set"))
+        if saved:
+            scores["extra"]["model"] = saved
     result = MethodResult(method=name, student=fitted.student, seed=int(seed), test=scores["test"],
                           val=scores.get("val", {}), params=int(card["params"]), mflops=float(card["mflops"]),
                           cpu_ms_per_img=float(card["cpu_ms_per_img"]), train_seconds=round(train_seconds, 2),

@@ -271,7 +271,8 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     for row, plugin, mcfg in rows:
         for seed in seeds:
             t = time.perf_counter()
-            res = run_method(plugin, {**mcfg, **operational}, cfg["data"], root, seed, data=data, open_set_far=far)
+            res = run_method(plugin, {**mcfg, **operational}, cfg["data"], root, seed, data=data, open_set_far=far,
+                             export=bool(cfg.get("export_onnx", True)))
             log.info("%s seed %d: accuracy %.4f (%.0f s)", row, seed, res.accuracy, time.perf_counter() - t)
             results.setdefault(row, []).append(res)
     summary = [summarize(row, plugin, mcfg, results[row]) for row, plugin, mcfg in rows]

@@ -19,7 +19,7 @@ def test_pixels_row_on_the_open_set_variant_has_the_open_set_columns(tmp_path, c
     out = tmp_path / "compare_baselines"
     md = (out / "comparison.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| method |"))
-    assert "| F1 (macro) % | DIR@FAR % | test FAR % | params (M) |" in header
+    assert "| F1 (macro) % | F1 (weighted) % | DIR@FAR % | test FAR % | params (M) |" in header
     assert "calibrated at FAR 10% on the 50 images of 5 calibration unknown identities" in md
     with open(out / "comparison.csv") as f:
         (table,) = list(csv.DictReader(f))
