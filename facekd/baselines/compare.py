@@ -126,6 +126,9 @@ def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[M
     for k, label in (("teacher_ncm_accuracy", "teacher NCM"), ("teacher_accuracy", "teacher")):
         if f"{k}_mean" in out:
             notes.append(f"{label} {100 * out[f'{k}_mean']:.1f}%")
+    used = [(r.extra["subclasses_used"], r.extra["subclasses_total"]) for r in results if "subclasses_used" in r.extra]
+    if used:
+        notes.append(f"teacher uses {np.mean([u for u, _ in used]):.0f}/{used[0][1]} subclasses")
     if "triplet_accuracy_mean" in out:
         notes.append(f"triplets ordered right {100 * out['triplet_accuracy_mean']:.1f}%")
     out["notes"] = "; ".join(notes)

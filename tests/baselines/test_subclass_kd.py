@@ -147,3 +147,18 @@ def test_subclass_row_with_synthetic_faces(smoke_cfg, smoke_data):
     res = run_method("subclass_kd", mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
     assert res.extra["synthetic"] == 6 and res.extra["subclasses_total"] == 2 * smoke_data.num_classes
     assert 0.0 <= res.accuracy <= 1.0 and "f1_weighted" in res.test
+
+
+def test_comparison_notes_how_many_subclasses_the_teacher_uses():
+    from facekd.baselines.base import MethodResult
+    from facekd.baselines.compare import summarize
+
+    def res(seed, used):
+        return MethodResult(method="subclass_kd", student="s", seed=seed,
+                            test={"accuracy": 0.9, "f1_macro": 0.9, "f1_weighted": 0.9, "precision_macro": 0.9,
+                                  "recall_macro": 0.9, "precision_micro": 0.9, "recall_micro": 0.9, "f1_micro": 0.9},
+                            val={}, params=1, mflops=0.0, cpu_ms_per_img=1.0, train_seconds=1.0,
+                            extra={"subclasses_used": used, "subclasses_total": 160})
+
+    row = summarize("subclass_kd", "subclass_kd", {}, [res(0, 150), res(1, 152)])
+    assert "teacher uses 151/160 subclasses" in row["notes"] and row["f1_weighted_mean"] == 0.9
