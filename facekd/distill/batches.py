@@ -10,6 +10,9 @@ Nothing depends on the batch history, so a resumed run sees exactly the batches 
 * :class:`OnlineBatches` makes a fresh augmented view of each drawn image (seeded by seed, epoch and
   position) at one common size: ``uint8 B x 3 x S x S``; the teacher then runs in the training step.
 
+(:class:`facekd.distill.stream.StreamBatches` extends the online batches with rows left for faces made
+on the device in the training step, stream mode.)
+
 Both are iterables with ``len`` and ``set_epoch`` (what :class:`facekd.engine.Trainer` expects); the
 loading runs in a ``DataLoader`` with ``num_workers`` workers, one batch per item.
 """

@@ -6,6 +6,10 @@ with :class:`facekd.engine.Trainer` and writes the run folder described in
 (mapped back to the teacher's feature space by ``loss.to_teacher``) and the teacher's features on the
 synthetic holdout and on the real val / test images; the best epoch is the one of lowest holdout loss.
 
+With ``distill.sources.synthetic.mode=stream`` (and ``teacher_mode=online``) the synthetic training faces
+are made on the device at every step instead of read from shards (:mod:`facekd.distill.stream`); the
+generate run then provides only the holdout.
+
 Under ``torchrun`` rank 0 prepares every input (caches, split, connector) while the others wait at a
 barrier, then all ranks open the finished caches.
 
@@ -23,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from facekd.config import plain as _plain
@@ -35,6 +40,8 @@ from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
 from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_items, labeled_train_source,
                                     open_generate_run, real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
+from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
+                                   check_same_generator, stream_source, stream_stats)
 from facekd.distill.student_run import STAGE, STUDENT_FILE
 from facekd.distill.views import ViewSource
 from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
@@ -42,7 +49,7 @@ from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed
 from facekd.hashing import artifact_checksums, read_safetensors
 from facekd.metrics import RegressionMeter
 from facekd.models import Student, Teacher, build_student, build_teacher
-from facekd.runs import read_json, write_json, write_manifest
+from facekd.runs import MANIFEST, read_json, write_json, write_manifest
 
 __all__ = ["DistillTask", "distill", "DistillInputs", "mixture_stats", "check_dims"]
 
@@ -109,9 +116,12 @@ class DistillTask(Task):
     def __init__(self, student: Student, loss: FeatureLoss, evals: Mapping[str, FeatureCache],
                  connector: Connector | None = None, teacher: Teacher | None = None,
                  eval_batch_size: int = 128, taps: TapTerm | None = None,
-                 eval_taps: Mapping[str, list[np.ndarray]] | None = None) -> None:
+                 eval_taps: Mapping[str, list[np.ndarray]] | None = None, stream: StreamFaces | None = None) -> None:
         super().__init__()
         self.student, self.loss, self.connector, self.taps = student, loss, connector, taps
+        self.__dict__["stream"] = stream  # stream mode: makes the stream rows' faces (its generator is no submodule)
+        if stream is not None and stream.pool is not None:
+            self.hard_pool = stream.pool  # a submodule: the pool is checkpointed with the run
         self.eval_taps = dict(eval_taps or {})
         self.__dict__["teacher"] = teacher  # not a submodule: never trained, saved or wrapped by DDP
         self.evals, self.eval_batch_size = dict(evals), int(eval_batch_size)
@@ -129,6 +139,9 @@ class DistillTask(Task):
         return self.connector(teacher_feat) if self.connector is not None else teacher_feat.float()
 
     def training_step(self, batch: Any) -> torch.Tensor:
+        latents = stream_rows = None
+        if isinstance(batch, Mapping):  # stream: the stream rows' faces are made now
+            batch, latents, stream_rows = self.stream.fill(batch)
         if isinstance(batch, torch.Tensor):  # online: views only, the teacher runs now
             images = batch
             teacher = self.teacher
@@ -140,7 +153,13 @@ class DistillTask(Task):
             images, feats, *tap_targets = batch
         with torch.no_grad():
             feats = self.target_space(feats)
-        loss = self.loss(self.student(self._input(images)), feats)
+        pred = self.student(self._input(images))
+        loss = self.loss(pred, feats)
+        if latents is not None and self.stream.pool is not None:  # offer the stream faces to the hard pool
+            with torch.no_grad():
+                cos = F.cosine_similarity(self.loss.to_teacher(pred.detach()[stream_rows]).float(),
+                                          feats[stream_rows].float(), dim=1)
+            self.stream.pool.update(latents, cos)
         if self.taps is None:
             return loss
         tap_loss, terms = self.taps(tap_targets)
@@ -171,6 +190,8 @@ class DistillTask(Task):
             m = meter.compute()
             out.update({f"{name}_loss": loss_sum / n, f"{name}_mse": m["mse"], f"{name}_mae": m["mae"],
                         f"{name}_r2": m["r2"]})
+        if self.stream is not None and self.stream.pool is not None:
+            out["hard_pool_cosine"] = self.stream.pool.mean_cosine()
         return out
 
 
@@ -193,7 +214,8 @@ class DistillInputs:
 
 
 def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device, paper: bool,
-             connector_cfg: dict, run_dir: Path, reuse_connector: bool) -> DistillInputs:
+             connector_cfg: dict, run_dir: Path, reuse_connector: bool,
+             stream: StreamFaces | None = None) -> DistillInputs:
     d, seed = cfg["distill"], int(cfg.get("seed", 0))
     presets = d.get("augment_presets") or {}
     root, bs = Path(d["cache_dir"]), int(d.get("cache_batch_size", 64))
@@ -205,6 +227,8 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
 
     faces = SyntheticFaces(d["generate_run"])
     synth, holdout = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)
+    if stream is not None:  # the generate run keeps only the holdout; training faces are made per step
+        synth = stream_source(stream.settings, stream.sampler, src_cfg["synthetic"], seed)
     sources: list[ViewSource] = [synth]
     labeled = None
     lt_cfg = src_cfg.get("labeled_train") or {}
@@ -237,7 +261,8 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
             raise ValueError("targets: image_mean needs the cached teacher features of every view "
                              "(distill.teacher_mode=cached); online mode trains on each fresh view's own features")
         train_caches = []
-        stats_caches = [cache(ViewSource(**{**s.__dict__, "views": 1})) for s in sources]
+        stats_caches = [stream_stats(stream, teacher, bs) if s.name == STREAM_SOURCE
+                        else cache(ViewSource(**{**s.__dict__, "views": 1})) for s in sources]
     stats = mixture_stats([c.stats() for c in stats_caches], weights)
 
     connector, info = None, {}
@@ -310,6 +335,10 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         cfg["data"] = data_identity(cfg["data"])
     cfg.pop("hydra", None)
     d = cfg["distill"]
+    stream_cfg = StreamSettings.from_config(d)
+    if stream_cfg is None:  # shards mode: recorded and hashed as before stream mode existed
+        synth = {k: v for k, v in d["sources"]["synthetic"].items() if k not in ("mode", "stream")}
+        cfg["distill"] = d = {**d, "sources": {**d["sources"], "synthetic": synth}}
     loss_opts, paper, connector_cfg = _loss_options(cfg["loss"])
     taps_cfg = tap_settings(d)
     if d.get("teacher_mode") not in ("cached", "online"):
@@ -320,6 +349,11 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     open_generate_run(d["generate_run"])  # refuse a missing, incomplete or damaged generate run before anything else
 
     teacher = build_teacher(cfg["teacher"]).to(device)
+    stream = None
+    if stream_cfg is not None:
+        stream = StreamFaces(build_stream_generator(stream_cfg, device), stream_cfg, int(cfg.get("seed", 0)),
+                             d["online_view_size"])
+    stream_info = ({"generator": stream.sampler.describe(), **stream_cfg.describe()} if stream is not None else None)
     student_section = check_dims(teacher, cfg["student"])
     seed_everything(train_cfg.seed + info.rank)  # the student's initial weights depend on the seed only
     student = build_student(student_section, teacher.feature_dim)
@@ -328,6 +362,8 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     hashed = {k: v for k, v in cfg.items() if k not in ("resume", "paths")}
     hashed["distill"] = {k: v for k, v in d.items() if k not in (*_OPERATIONAL, "train")}
     trainer = Trainer(train_cfg, run_dir, config=hashed)
+    if stream is not None and train_cfg.resume and trainer.checkpoint_path.exists() and (run_dir / MANIFEST).exists():
+        check_same_generator(read_json(run_dir / MANIFEST), stream_cfg, stream.sampler)
     trainer.check_resumable("resume with the same settings, or start a fresh run (resume=false, or another distill.name)")
 
     if info.is_main:
@@ -335,14 +371,14 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         if not train_cfg.resume:
             for f in (STUDENT_FILE, CONNECTOR_FILE, ADAPTERS_FILE, "connector.json", "summary.txt"):
                 (run_dir / f).unlink(missing_ok=True)
-        write_manifest(run_dir, STAGE, cfg, complete=False)
+        write_manifest(run_dir, STAGE, cfg, complete=False, **({"stream": stream_info} if stream else {}))
     # rank 0 builds every cache (and the split, and the connector); the others then open them
     prep = (cfg, teacher, student.input_size, device, paper, connector_cfg, run_dir)
     resuming = train_cfg.resume and trainer.checkpoint_path.exists()
-    inputs = _prepare(*prep, reuse_connector=resuming) if info.is_main else None
+    inputs = _prepare(*prep, reuse_connector=resuming, stream=stream) if info.is_main else None
     barrier()
     if not info.is_main:
-        inputs = _prepare(*prep, reuse_connector=True)
+        inputs = _prepare(*prep, reuse_connector=True, stream=stream)
 
     if paper:
         loss_opts = {**loss_opts, "targets": "probabilities"}
@@ -364,12 +400,15 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         tap_info = {**taps_cfg, "pairs": [f"{p.student}->{p.teacher}" for p in tap_loss.pairs],
                     "adapters_file": ADAPTERS_FILE}
     task = DistillTask(student, loss, inputs.evals if info.is_main else {}, inputs.connector,
-                       teacher if online else None, d.get("eval_batch_size", 128), tap_term, eval_taps)
+                       teacher if online else None, d.get("eval_batch_size", 128), tap_term, eval_taps, stream)
     if not online:
         del teacher  # cached mode: the teacher never runs again
     common = dict(seed=train_cfg.seed, rank=info.rank, world_size=info.world_size,
                   num_workers=train_cfg.num_workers, pin_memory=device.type == "cuda")
-    if online:
+    if stream is not None:
+        data = StreamBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
+                             d.get("samples_per_epoch"), **common)
+    elif online:
         data = OnlineBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
                              d.get("samples_per_epoch"), **common)
     else:
@@ -407,7 +446,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
             taps=tap_info, source_fingerprints={s.name: s.fingerprint for s in inputs.train_sources},
             artifacts=artifact_checksums(run_dir, [f for f in (STUDENT_FILE, ADAPTERS_FILE, CONNECTOR_FILE,
                                                                "connector.json") if (run_dir / f).is_file()]),
-            summary=line, complete=True)
+            summary=line, complete=True, **({"stream": stream_info} if stream else {}))
         (run_dir / "summary.txt").write_text(line + "\n")
         log.info(line)  # once: the console handler shows it, the job's log file keeps it
     barrier()

@@ -116,6 +116,7 @@ class FaceSampler(ABC):
 
     native_size: int | None
     info: dict[str, Any]
+    latent_dim: int | None = None  # set by generators that map latents to faces in one forward (stream mode)
 
     def __init__(self, device: torch.device | str = "cpu", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
@@ -141,6 +142,14 @@ class FaceSampler(ABC):
     def sample(self, seeds: Sequence[int], size: int | None = None) -> torch.Tensor:
         """Faces for ``seeds`` as a uint8 CPU tensor B x size x size x 3; face ``k`` depends only on ``seeds[k]``."""
         return self.run(self.prepare(seeds), size)
+
+    def from_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Float faces B x 3 x H x W in [0, 1] on the device for latents ``z`` (B x latent_dim), without grad.
+
+        Only generators with a ``latent_dim`` offer it (the distill stage's stream mode needs it).
+        """
+        raise GeneratorError(f"the {self.info.get('kind', type(self).__name__)} generator does not map latents "
+                             "to faces in one forward pass")
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this generator (kind, source, weights hash, settings)."""

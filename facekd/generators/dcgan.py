@@ -127,6 +127,7 @@ class DCGANSampler(FaceSampler):
         if self.device.type == "cuda":
             self.pipe.gan.to(memory_format=torch.channels_last)
         self.native_size = 64
+        self.latent_dim = int(self.pipe.gan.config.latent_dim)
         self.info = {"kind": "dcgan", "source": source, "weights_sha256": weights,
                      "pipeline": type(pipe).__name__, "native_size": 64}
 
@@ -138,6 +139,10 @@ class DCGANSampler(FaceSampler):
     def generate(self, prepared: torch.Tensor) -> torch.Tensor:
         return self.pipe(batch_size=len(prepared), latents=prepared, output_type="pt",
                          dtype=self.autocast_dtype).images
+
+    def from_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Faces in [0, 1] (B x 3 x 64 x 64) on the device for latents already there (stream mode)."""
+        return self.generate(z)
 
 
 @GENERATORS.register("dcgan")
