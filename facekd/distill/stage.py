@@ -41,7 +41,8 @@ from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_
                                     open_generate_run, real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
-                                   check_same_generator, stream_source, stream_stats)
+                                   check_same_generator, stream_source, stream_stats,
+                                   without_stream_keys)
 from facekd.distill.student_run import STAGE, STUDENT_FILE
 from facekd.distill.views import ViewSource
 from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
@@ -337,8 +338,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     d = cfg["distill"]
     stream_cfg = StreamSettings.from_config(d)
     if stream_cfg is None:  # shards mode: recorded and hashed as before stream mode existed
-        synth = {k: v for k, v in d["sources"]["synthetic"].items() if k not in ("mode", "stream")}
-        cfg["distill"] = d = {**d, "sources": {**d["sources"], "synthetic": synth}}
+        cfg["distill"] = d = without_stream_keys(d)
     loss_opts, paper, connector_cfg = _loss_options(cfg["loss"])
     taps_cfg = tap_settings(d)
     if d.get("teacher_mode") not in ("cached", "online"):

@@ -4,11 +4,14 @@ import json
 import pytest
 import torch
 
+from facekd.config import plain
 from facekd.distill.stage import distill
-from facekd.distill.stream import HardPool, StreamBatches, StreamFaces, StreamSettings, build_stream_generator
+from facekd.distill.stream import (HardPool, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
+                                   without_stream_keys)
 from facekd.distill.views import ViewSource
 from facekd.engine import ResumeError
 from facekd.errors import ConfigError
+from tests.distill.conftest import compose
 
 STREAM = ["distill.sources.synthetic.mode=stream", "distill.teacher_mode=online", "distill.online_view_size=64",
           "student.input_size=32"]
@@ -146,3 +149,11 @@ def test_a_generator_that_cannot_stream_is_refused(monkeypatch):
     s = StreamSettings(**{**settings().__dict__, "generator": {"name": "diffusers", "path": "x"}})
     with pytest.raises(ConfigError, match="generator.name=diffusers cannot stream on cpu"):
         build_stream_generator(s, torch.device("cpu"))
+
+
+def test_shards_mode_records_the_config_as_before():
+    d = plain(compose("distill", []))["distill"]
+    assert d["sources"]["synthetic"]["mode"] == "shards" and StreamSettings.from_config(d) is None
+    kept = without_stream_keys(d)
+    assert set(kept["sources"]["synthetic"]) == {"weight", "num_images", "holdout", "views", "augment", "targets"}
+    assert kept["sources"]["labeled_train"] == d["sources"]["labeled_train"] and "stream" in d["sources"]["synthetic"]
