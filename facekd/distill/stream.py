@@ -216,7 +216,8 @@ class StreamFaces:
             idx = torch.randint(filled, (n_hard,), generator=gen).to(device)
             eps = torch.randn(n_hard, z.shape[1], generator=gen).to(device)
             z[:n_hard] = self.pool.latents[idx].to(z) + s.hard_noise * eps
-        with torch.no_grad():
+        # fp32 augmentation even inside the training step's bf16 autocast (the generator sets its own precision)
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
             x = self.sampler.from_latents(z).float()
             size = self.view_size
             if s.augment is not None:
