@@ -157,3 +157,13 @@ def test_shards_mode_records_the_config_as_before():
     kept = without_stream_keys(d)
     assert set(kept["sources"]["synthetic"]) == {"weight", "num_images", "holdout", "views", "augment", "targets"}
     assert kept["sources"]["labeled_train"] == d["sources"]["labeled_train"] and "stream" in d["sources"]["synthetic"]
+
+
+def test_two_stream_runs_with_one_seed_train_the_same_student(make_cfg, tmp_path):
+    from safetensors.torch import load_file
+
+    common = [*STREAM, "distill.train.epochs=1", "distill.samples_per_epoch=8", "distill.eval_real=false",
+              "distill.sources.synthetic.stream.hard.fraction=0.5"]
+    a = load_file(str(distill(make_cfg(tmp_path, *common, "distill.name=a")) / "student.safetensors"))
+    b = load_file(str(distill(make_cfg(tmp_path, *common, "distill.name=b")) / "student.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
