@@ -26,7 +26,7 @@ def plain(cfg: Any) -> Any:
 
 
 def run_profile(cfg: Any = None) -> str:
-    """The ``profile`` group chosen for this run (``default`` or ``smoke``).
+    """The ``profile`` group chosen for this run (``default``, ``smoke``, ``gpu`` or ``gpu_stream``).
 
     Read from Hydra's record of the run's choices; outside a Hydra run, from ``cfg["run_profile"]``
     (tests), else ``default``.
