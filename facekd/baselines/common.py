@@ -144,11 +144,13 @@ class ImageClassifierTask(Task):
 
 
 class HeadTask(Task):
-    """A linear head trained by cross-entropy on fixed features; scored on val features."""
+    """A linear head trained by cross-entropy on fixed features; scored on val features (``to_classes``, no
+    parameters, maps the head's outputs to class scores when they are not class scores themselves)."""
 
-    def __init__(self, head: nn.Module, val: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def __init__(self, head: nn.Module, val: tuple[torch.Tensor, torch.Tensor],
+                 to_classes: nn.Module | None = None) -> None:
         super().__init__()
-        self.head = head
+        self.head, self.to_classes = head, to_classes
         self.val_x, self.val_y = val
 
     def training_step(self, batch: Any) -> torch.Tensor:
@@ -157,6 +159,8 @@ class HeadTask(Task):
 
     def evaluate(self) -> dict[str, float]:
         logits = self.head(self.val_x.to(self.device)).float()
+        if self.to_classes is not None:
+            logits = self.to_classes(logits)
         y = self.val_y.to(logits.device)
         loss = float(F.cross_entropy(logits, y))
         acc = float((logits.argmax(1) == y).float().mean())

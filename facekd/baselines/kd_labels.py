@@ -40,7 +40,7 @@ from facekd.data.labeled import LabeledData, split_datasets
 from facekd.errors import ConfigError
 
 __all__ = ["hinton_kd_loss", "labeled_ce", "KDLabels", "augmented_views", "teacher_views", "unlabeled_settings",
-           "logit_kd_train_set", "UNLABELED"]
+           "logit_kd_train_set", "on_teacher_scores", "UNLABELED"]
 
 UNLABELED = -1  # the label of an image that only the KD term uses
 
@@ -96,18 +96,24 @@ class KDLabels(Method):
         alpha, temperature = float(kd.get("alpha", 0.1)), float(kd.get("temperature", 1.0))
         hinton_kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), alpha, temperature)
         teacher = fit_teacher_classifier(data, cfg, run_dir, seed)
-
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
-                    target: torch.Tensor | None = None) -> torch.Tensor:
-            if target is None:
-                with torch.no_grad():
-                    target = teacher(teacher.preprocess(images))
-            return hinton_kd_loss(logits, target, labels, alpha, temperature)
-
+        loss_fn = on_teacher_scores(teacher, lambda s, t, y: hinton_kd_loss(s, t, y, alpha, temperature))
         train_set, extra = logit_kd_train_set(data, cfg, teacher, seed, self.synthetic_run)
         student = train_classifier(data, cfg, run_dir, seed, loss_fn=loss_fn, train_set=train_set)
         return Fitted(student, self.student_name(cfg), extra={"alpha": alpha, "temperature": temperature, **extra},
                       side_predictors={"teacher": teacher})
+
+
+def on_teacher_scores(teacher: Predictor, loss: Any) -> Any:
+    """The student's ``loss_fn(logits, labels, images, target=None)`` for :func:`train_classifier`: ``loss(logits,
+    teacher scores, labels)`` with the cached scores of the batch, or (online) the teacher's scores made now."""
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
+                target: torch.Tensor | None = None) -> Any:
+        if target is None:
+            with torch.no_grad():
+                target = teacher(teacher.preprocess(images))
+        return loss(logits, target, labels)
+
+    return loss_fn
 
 
 def unlabeled_settings(kd: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,14 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
-from facekd.baselines.common import Standardize, batched, selection_score, step_train_config, train_engine
-from facekd.baselines.kd_labels import (augmented_views, labeled_ce, logit_kd_train_set,
-                                        unlabeled_settings)
+from facekd.baselines.base import METHODS, Fitted, Predictor, default_device, plain
+from facekd.baselines.common import HeadTask, Standardize, batched, step_train_config, train_engine
+from facekd.baselines.kd_labels import (KDLabels, augmented_views, labeled_ce, logit_kd_train_set,
+                                        on_teacher_scores, unlabeled_settings)
 from facekd.baselines.scratch import student_config, train_classifier
 from facekd.baselines.transfer import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
-from facekd.engine import Task
 from facekd.errors import ConfigError
 from facekd.models import build_teacher
 
@@ -155,30 +153,21 @@ def subclass_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "aux": aux}
 
 
-class SubclassHeadTask(Task):
+class SubclassHeadTask(HeadTask):
     """A ``C*K`` linear head on fixed teacher features: class CE (summed subclass probabilities) plus
     ``aux_weight`` times :func:`subclass_aux_loss`; scored on val by class accuracy and loss."""
 
     def __init__(self, head: nn.Module, num_classes: int, val: tuple[torch.Tensor, torch.Tensor],
                  aux: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.head, self.num_classes = head, int(num_classes)
-        self.val_x, self.val_y = val
+        super().__init__(head, val, to_classes=SubclassPool(num_classes))
         self.aux = dict(aux)
 
     def training_step(self, batch: Any) -> Any:
         x, y = batch
         z = self.head(x).float()
-        ce = F.cross_entropy(class_logits(z, self.num_classes), y)
+        ce = F.cross_entropy(self.to_classes(z), y)
         aux = subclass_aux_loss(z, float(self.aux["temperature"]), str(self.aux["normalize"]))
         return ce + float(self.aux["weight"]) * aux, {"ce": ce.detach(), "aux": aux.detach()}
-
-    def evaluate(self) -> dict[str, float]:
-        logits = class_logits(self.head(self.val_x.to(self.device)).float(), self.num_classes)
-        y = self.val_y.to(logits.device)
-        loss = float(F.cross_entropy(logits, y))
-        acc = float((logits.argmax(1) == y).float().mean())
-        return {"val_loss": loss, "val_accuracy": acc, "val_select": selection_score(acc, loss)}
 
 
 def fit_subclass_teacher(data: LabeledData, cfg: Mapping[str, Any], run_dir: Path,
@@ -211,11 +200,9 @@ def fit_subclass_teacher(data: LabeledData, cfg: Mapping[str, Any], run_dir: Pat
 
 
 @METHODS.register("subclass_kd")
-class SubclassKD(Method):
-    """Student trained on labels and the teacher's subclass distributions (subclass distillation)."""
-
-    def __init__(self) -> None:
-        self.synthetic_run: Path | None = None
+class SubclassKD(KDLabels):
+    """Student trained on labels and the teacher's subclass distributions (subclass distillation); makes its
+    generate run (synthetic faces in the KL term) as ``kd_labels`` does."""
 
     def student_name(self, cfg: Mapping[str, Any]) -> str:
         s = student_config(cfg)
@@ -224,15 +211,6 @@ class SubclassKD(Method):
 
     def check(self, data: LabeledData, cfg: Mapping[str, Any]) -> None:
         subclass_settings(cfg)
-
-    def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
-                seed: int = 0) -> dict[str, Any]:
-        from facekd.baselines.kd_labels import KDLabels
-
-        helper = KDLabels()
-        inputs = helper.prepare(data, cfg, paths_root, seed)
-        self.synthetic_run = helper.synthetic_run
-        return inputs
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         kd = subclass_settings(cfg)["kd"]
@@ -244,12 +222,7 @@ class SubclassKD(Method):
                         "dead (under %.0f%% of the class's probability mass); raise aux.weight or lower "
                         "kd.subclasses", len(usage["collapsed"]), c, k - 1, k, 100 * DEAD_SHARE)
 
-        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
-                    target: torch.Tensor | None = None) -> Any:
-            if target is None:
-                with torch.no_grad():
-                    target = teacher(teacher.preprocess(images))
-            return subclass_kd_loss(logits, target, labels, c, alpha, temperature)
+        loss_fn = on_teacher_scores(teacher, lambda s, t, y: subclass_kd_loss(s, t, y, c, alpha, temperature))
 
         train_set, extra = logit_kd_train_set(data, cfg, teacher, seed, self.synthetic_run)
         student = train_classifier(data, cfg, run_dir, seed, loss_fn=loss_fn, train_set=train_set,
