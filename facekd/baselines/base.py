@@ -379,7 +379,8 @@ def backfill_weighted_f1(result: MethodResult, features: Path) -> MethodResult:
     if "f1_weighted" in result.test or "f1_macro" not in result.test or not features.exists():
         return result
     try:
-        counts = np.bincount(np.load(features)["labels"])
+        with np.load(features) as saved:
+            counts = np.bincount(saved["labels"])
     except (OSError, KeyError, ValueError):
         return result
     if len(counts) and counts.min() == counts.max():

@@ -64,7 +64,7 @@ def export_predictor(predictor: Any, data: LabeledData, run_dir: Path, method: s
     except ExportError as e:
         log.warning("%s: no model.onnx for identify (%s)", method, str(e).splitlines()[0])
         return None
-    images = next(iter(split_datasets(data, ("val",))["val"].tensors()))[:16]
+    images = split_datasets(data, ("val",))["val"].tensors()[0][:16]
     parity = check_onnx(path, model, images)
     if not parity["ok"]:
         log.warning("%s: model.onnx differs from torch by %.3g (> %.3g)", method, parity["max_abs_diff"], parity["atol"])

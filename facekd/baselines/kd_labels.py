@@ -32,14 +32,14 @@ from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 import os
 
-from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
+from facekd.baselines.base import METHODS, Fitted, Method, Predictor, embed_images, plain
 from facekd.baselines.common import seed_augmentation
 from facekd.baselines.scratch import student_config, train_classifier
 from facekd.baselines.transfer import fit_teacher_classifier, teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.errors import ConfigError
 
-__all__ = ["hinton_kd_loss", "labeled_ce", "KDLabels", "augmented_views", "teacher_views", "unlabeled_settings",
+__all__ = ["hinton_kd_loss", "labeled_ce", "KDLabels", "augmented_views", "unlabeled_settings",
            "logit_kd_train_set", "on_teacher_scores", "UNLABELED"]
 
 UNLABELED = -1  # the label of an image that only the KD term uses
@@ -169,9 +169,7 @@ def logit_kd_train_set(data: LabeledData, cfg: Mapping[str, Any], teacher: Predi
     x, y = augmented_views(data, n_views, seed, augment)
     if len(u):
         x, y = torch.cat([x, u]), torch.cat([y, u_labels])
-    with torch.no_grad():
-        scores = torch.cat([teacher.predict(x[i:i + bs]).cpu() for i in range(0, len(x), bs)])
-    return TensorDataset(x, y, scores), extra
+    return TensorDataset(x, y, embed_images(teacher, x, bs)), extra
 
 
 def augmented_views(data: LabeledData, views: int, seed: int, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,12 +184,3 @@ def augmented_views(data: LabeledData, views: int, seed: int, augment: bool = Tr
         train.augment.set_random_seed(seed)  # albumentations draws from its own generators
         out += [torch.stack([train[i][0] for i in range(len(train))]) for _ in range(views - 1)]
     return torch.cat(out), labels.repeat(len(out))
-
-
-def teacher_views(data: LabeledData, teacher: Predictor, views: int, seed: int, augment: bool = True,
-                  batch_size: int = 64) -> TensorDataset:
-    """:func:`augmented_views` of the train images with the teacher's scores: ``(images, labels, teacher scores)``."""
-    x, y = augmented_views(data, views, seed, augment)
-    with torch.no_grad():
-        scores = torch.cat([teacher.predict(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
-    return TensorDataset(x, y, scores)
