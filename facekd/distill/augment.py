@@ -13,6 +13,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from facekd.errors import ConfigError
+
 __all__ = ["ZoomOut"]
 
 BACKGROUNDS = ("replicate", "flat", "noise")

@@ -5,14 +5,15 @@ reproducible from its seed, whatever the device), then applied to the whole batc
 
 * :func:`warp`: zoom-out framing (shrink by ``scale``, width also by ``aspect``, shifted within the free
   margin), rotation and horizontal flip in one ``affine_grid`` / ``grid_sample``; the background is the
-  border pixels stretched outward (``replicate``) or one grey level (``flat``);
+  border pixels stretched outward (``replicate``), one grey level (``flat``) or smooth grey noise (``noise``:
+  a 4 x 4 grid of grey levels around the drawn grey, upsampled bicubically, as ``ZoomOut`` makes it);
 * :func:`to_grey`: a per-sample blend towards the luma image;
 * :func:`gaussian_blur`: a separable Gaussian blur with a per-sample sigma (0 = unchanged);
 * :func:`brightness_contrast`: ``x * (1 + contrast) + brightness``, clamped to [0, 1].
 
 Images are float ``B x 3 x H x W`` in [0, 1].  Every operation is the identity at zero strength.  The
 settings mirror the albumentations ``target_like`` preset (``ZoomOut``, ``Affine``, ``HorizontalFlip``,
-``ToGray``, ``GaussianBlur``, ``RandomBrightnessContrast``); the noise background of ``ZoomOut`` is left out.
+``ToGray``, ``GaussianBlur``, ``RandomBrightnessContrast``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from facekd.errors import ConfigError
 __all__ = ["DeviceAugment", "warp", "to_grey", "gaussian_blur", "brightness_contrast"]
 
 _LUMA = (0.299, 0.587, 0.114)
+NOISE_STD = 40 / 255  # the spread of the noise background's grey levels, as ZoomOut draws them
 
 
 def warp(x: torch.Tensor, scale: torch.Tensor, aspect: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
@@ -35,8 +37,9 @@ def warp(x: torch.Tensor, scale: torch.Tensor, aspect: torch.Tensor, dx: torch.T
          out_size: int | None = None) -> torch.Tensor:
     """Zoom out, shift, rotate (degrees) and flip each sample; ``out_size`` square output (default: input's).
 
-    ``flat`` (bool, per sample) fills the background with ``grey`` (in [0, 1]) instead of replicating the
-    border.  ``dx``, ``dy`` in [-1, 1] place the face within the free margin (0 = centred).
+    ``flat`` (bool, per sample) fills the background with ``grey`` instead of replicating the border: one
+    level per sample (``B``, in [0, 1]) or a background image per sample (``B x 1 x h x w``, resized to the
+    output bicubically).  ``dx``, ``dy`` in [-1, 1] place the face within the free margin (0 = centred).
     """
     b, c, h, w = x.shape
     size = (b, c, out_size or h, out_size or w)
@@ -55,7 +58,10 @@ def warp(x: torch.Tensor, scale: torch.Tensor, aspect: torch.Tensor, dx: torch.T
     if flat.any():
         outside = (grid.abs() > 1).any(-1, keepdim=True).permute(0, 3, 1, 2)  # B x 1 x H x W
         fill = outside & flat.view(b, 1, 1, 1)
-        out = torch.where(fill, grey.to(x.dtype).view(b, 1, 1, 1).expand_as(out), out)
+        bg = grey.to(x.dtype)
+        bg = (bg.view(b, 1, 1, 1) if bg.dim() == 1 else
+              F.interpolate(bg, size=size[-2:], mode="bicubic", align_corners=False).clamp(0, 1))
+        out = torch.where(fill, bg.expand_as(out), out)
     return out
 
 
@@ -99,7 +105,8 @@ class DeviceAugment:
     aspect: tuple[float, float] = (0.8, 1.0)
     shift: float = 0.5
     p_zoom: float = 0.8
-    flat_background: float = 0.5   # share of zoomed samples on a flat grey background (else replicate)
+    flat_background: float = 0.5   # share of zoomed samples on a flat grey background
+    noise_background: float = 0.0  # share of zoomed samples on smooth grey noise (the rest: replicate)
     grey_level: tuple[float, float] = (20 / 255, 200 / 255)
     rotate: float = 10.0
     p_rotate: float = 0.5
@@ -114,11 +121,14 @@ class DeviceAugment:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name.startswith("p_") or f.name == "flat_background":
+            if f.name.startswith("p_") or f.name.endswith("_background"):
                 if not 0 <= float(v) <= 1:
                     raise ConfigError(f"stream augment: {f.name} is a probability in [0, 1], got {v}")
         if not 0 < self.scale[0] <= self.scale[1] <= 1 or not 0 < self.aspect[0] <= self.aspect[1] <= 1:
             raise ConfigError(f"stream augment: scale and aspect must lie in (0, 1], got {self.scale}, {self.aspect}")
+        if self.flat_background + self.noise_background > 1 + 1e-9:
+            raise ConfigError("stream augment: flat_background + noise_background is a share of the zoomed faces, "
+                              f"at most 1; got {self.flat_background} + {self.noise_background}")
         if not 0 <= self.blur_sigma[0] <= self.blur_sigma[1]:
             raise ConfigError(f"stream augment: blur_sigma must be 0 <= low <= high, got {self.blur_sigma}")
 
@@ -145,7 +155,7 @@ class DeviceAugment:
 
         zoom = coin(self.p_zoom)
         one = torch.ones(n)
-        return {
+        out = {
             "scale": torch.where(zoom, uniform(*self.scale), one),
             "aspect": torch.where(zoom, uniform(*self.aspect), one),
             "dx": uniform(-1, 1) * self.shift, "dy": uniform(-1, 1) * self.shift,
@@ -158,11 +168,21 @@ class DeviceAugment:
             "contrast": uniform(-self.contrast, self.contrast),
             "bc": coin(self.p_brightness_contrast).float(),
         }
+        if self.noise_background > 0:  # drawn last, so the draws above do not depend on it
+            rest = 1 - self.flat_background
+            out["noisy"] = zoom & ~out["flat"] & coin(self.noise_background / rest if rest > 0 else 0.0)
+            out["noise"] = (out["grey"].view(n, 1, 1, 1) + NOISE_STD * torch.randn(n, 1, 4, 4, generator=gen)).clamp(0, 1)
+        return out
 
     def apply(self, x: torch.Tensor, p: Mapping[str, torch.Tensor], out_size: int | None = None) -> torch.Tensor:
         """Augment float images ``x`` (B x 3 x H x W in [0, 1]) with parameters ``p``; ``out_size`` square output."""
         p = {k: v.to(x.device, non_blocking=True) for k, v in p.items()}
-        y = warp(x, p["scale"], p["aspect"], p["dx"], p["dy"], p["angle"], p["flip"], p["flat"], p["grey"], out_size)
+        fill, background = p["flat"], p["grey"]
+        if "noisy" in p:  # flat samples get a constant 4 x 4 grid, noisy ones the noise
+            fill = fill | p["noisy"]
+            background = torch.where(p["noisy"].view(-1, 1, 1, 1), p["noise"],
+                                     p["grey"].view(-1, 1, 1, 1).expand_as(p["noise"]))
+        y = warp(x, p["scale"], p["aspect"], p["dx"], p["dy"], p["angle"], p["flip"], fill, background, out_size)
         y = to_grey(y, p["grey_amount"])
         ratio = y.shape[-1] / x.shape[-1]  # sigma was given at the input's size
         if self.p_blur > 0 and self.blur_sigma[1] > 0:

@@ -41,7 +41,7 @@ from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_
                                     open_generate_run, real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
-                                   check_same_generator, stream_source, stream_stats,
+                                   check_same_generator, stats_faces, stream_source, stream_stats,
                                    without_stream_keys)
 from facekd.distill.student_run import STAGE, STUDENT_FILE
 from facekd.distill.views import ViewSource
@@ -150,6 +150,7 @@ class DistillTask(Task):
                 teacher.to(images.device)
             with torch.no_grad():
                 feats = teacher.features(images)
+                tap_targets = self.taps.teacher_targets() if self.taps is not None else []
         else:
             images, feats, *tap_targets = batch
         with torch.no_grad():
@@ -389,14 +390,21 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         tap_loss = build_tap_loss(taps_cfg, student, teacher)
         tap_args = (teacher, tap_loss, Path(d["cache_dir"]) / "taps", float(taps_cfg["cache_max_gb"]),
                     int(d.get("cache_batch_size", 64)), bool(d["train"].get("progress", True)))
+        # the standardisation of the targets is fitted on the first source: its cached views, or (online) the
+        # images that set the feature statistics (the stream's seeded stats faces)
+        fit_on = (inputs.train_caches[0] if not online else
+                  stats_faces(stream, int(d.get("cache_batch_size", 64))) if inputs.train_sources[0].name == STREAM_SOURCE
+                  else inputs.stats_caches[0])
         if info.is_main:  # rank 0 builds the tap caches; the others then open them
             eval_taps = {k: tap_targets_for(c, *tap_args) for k, c in inputs.evals.items()}
-            train_taps = [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
+            fit_targets = tap_targets_for(fit_on, *tap_args)
+            train_taps = None if online else [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
         barrier()
         if not info.is_main:
-            train_taps = [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
-        fit_target_stats(tap_loss, train_taps[0])
-        tap_term = TapTerm(tap_loss, student, float(taps_cfg["weight"]))
+            fit_targets = tap_targets_for(fit_on, *tap_args)
+            train_taps = None if online else [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
+        fit_target_stats(tap_loss, fit_targets)
+        tap_term = TapTerm(tap_loss, student, float(taps_cfg["weight"]), teacher if online else None)
         tap_info = {**taps_cfg, "pairs": [f"{p.student}->{p.teacher}" for p in tap_loss.pairs],
                     "adapters_file": ADAPTERS_FILE}
     task = DistillTask(student, loss, inputs.evals if info.is_main else {}, inputs.connector,

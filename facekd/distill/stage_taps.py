@@ -8,8 +8,10 @@ where ``L_feature`` is the ``loss`` group's term on the teacher's vector feature
 ``L_taps`` a :class:`~facekd.distill.tap_loss.TapLoss` over pairs of intermediate maps (SKD's Eq. 5 by
 default).  No label is used.  The teacher's tap targets are computed once per feature cache, on the cache's
 stored views (the student's input size, upsampled by the teacher's own preprocessing), and cached per image
-bytes beside the feature caches (``<distill.cache_dir>/taps``).  Cached mode with per-view targets only: online
-mode and ``image_mean`` targets are refused with a message.
+bytes beside the feature caches (``<distill.cache_dir>/taps``).  In online and stream mode the teacher's maps
+are taken by forward hooks from the very forward pass that scores each batch, pooled to the same grids; their
+standardisation is fitted once on the images that set the feature statistics (one seeded view of each image, or
+the stream's seeded ``stats_faces``).  ``image_mean`` targets are refused with a message (maps are per view).
 
 The adapters train with the student and are saved as ``adapters.safetensors`` in the run folder; the
 student file (``student.safetensors``) never holds them.  Each epoch logs every tap term and, on the eval
@@ -24,12 +26,13 @@ import numpy as np
 import torch
 
 from facekd.distill.tap_cache import teacher_tap_targets
-from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs
+from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs, pool_to
 from facekd.metrics import RegressionMeter
 from facekd.models import Student, Teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 
-__all__ = ["DEFAULTS", "tap_settings", "build_tap_loss", "tap_targets_for", "TapTerm"]
+__all__ = ["DEFAULTS", "tap_settings", "build_tap_loss", "tap_targets_for", "images_of", "fit_target_stats",
+           "TapTerm"]
 
 DEFAULTS = {"weight": 0.0, "loss": "skd", "student": "skd", "teacher": "skd", "pairs": None, "beta": 2.0,
             "lipschitz": 1.0, "spectral_iters": 8, "cache_max_gb": 4.0}
@@ -43,9 +46,6 @@ def tap_settings(d: Mapping[str, Any]) -> dict[str, Any]:
         raise TapPairError(f"distill.taps.weight must be >= 0 (0 = no multi-layer term), got {t['weight']}")
     check_tap_options(t["beta"], t["lipschitz"], "distill.taps")
     if float(t["weight"]) > 0:
-        if d.get("teacher_mode") != "cached":
-            raise TapPairError("distill.taps needs distill.teacher_mode=cached (the tap targets are cached per view); "
-                               "set distill.taps.weight=0 for online mode")
         bad = [n for n, s in (d.get("sources") or {}).items() if (s or {}).get("targets", "view") != "view"
                and float((s or {}).get("weight", 0) or 0) > 0]
         if bad:
@@ -69,9 +69,13 @@ def build_tap_loss(t: Mapping[str, Any], student: Student, teacher: Teacher) -> 
 def tap_targets_for(cache: Any, teacher: Teacher, loss: TapLoss, cache_dir: Any, max_gb: float, batch_size: int,
                     progress: bool) -> list[np.ndarray]:
     """Teacher tap targets of every stored view of a feature cache (memory-mapped fp16, one array per pair)."""
-    images = torch.from_numpy(np.array(cache.images)).permute(0, 3, 1, 2).contiguous()
-    return teacher_tap_targets(teacher, images, [p.teacher for p in loss.pairs], loss.grids, cache_dir, max_gb,
+    return teacher_tap_targets(teacher, cache if isinstance(cache, torch.Tensor) else images_of(cache), [p.teacher for p in loss.pairs], loss.grids, cache_dir, max_gb,
                                batch_size, progress, key_name="distill.taps.cache_max_gb")
+
+
+def images_of(cache: Any) -> torch.Tensor:
+    """A feature cache's stored views as uint8 ``N x 3 x H x W``."""
+    return torch.from_numpy(np.array(cache.images)).permute(0, 3, 1, 2).contiguous()
 
 
 def fit_target_stats(loss: TapLoss, targets: Sequence[np.ndarray]) -> None:
@@ -80,12 +84,24 @@ def fit_target_stats(loss: TapLoss, targets: Sequence[np.ndarray]) -> None:
 
 
 class TapTerm(torch.nn.Module):
-    """The distill task's multi-layer term: hooks on the student, the tap loss and its weight."""
+    """The distill task's multi-layer term: hooks on the student, the tap loss and its weight.
 
-    def __init__(self, loss: TapLoss, student: Student, weight: float) -> None:
+    With ``teacher`` (online and stream mode) hooks on the teacher too: :meth:`teacher_targets` returns its maps
+    from its last forward pass, pooled to the pairs' grids, as the cached targets are.
+    """
+
+    def __init__(self, loss: TapLoss, student: Student, weight: float, teacher: Teacher | None = None) -> None:
         super().__init__()
         self.loss, self.weight = loss, float(weight)
         self.__dict__["hooks"] = FeatureTaps(student, [p.student for p in loss.pairs], key="distill.taps.student")
+        self.__dict__["teacher_hooks"] = (None if teacher is None else FeatureTaps(
+            teacher, [p.teacher for p in loss.pairs], detach=True, key="distill.taps.teacher"))
+
+    @torch.no_grad()
+    def teacher_targets(self) -> list[torch.Tensor]:
+        """Online mode: the teacher's maps of the batch it just scored, one per pair, pooled to its grid."""
+        maps = self.teacher_hooks.collect()
+        return [pool_to(maps[p.teacher].float(), g) for p, g in zip(self.loss.pairs, self.loss.grids)]
 
     def forward(self, targets: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted term for the student's last forward pass."""
@@ -101,3 +117,5 @@ class TapTerm(torch.nn.Module):
 
     def remove(self) -> None:
         self.hooks.remove()
+        if self.teacher_hooks is not None:
+            self.teacher_hooks.remove()

@@ -36,7 +36,7 @@ from facekd.runs import config_hash
 from facekd.validate import check_choice, check_float, check_int
 
 __all__ = ["STREAM_SOURCE", "MODES", "StreamSettings", "HardPool", "StreamFaces", "StreamBatches",
-           "build_stream_generator", "stream_source", "stream_stats", "check_same_generator",
+           "build_stream_generator", "stream_source", "stats_faces", "stream_stats", "check_same_generator",
            "without_stream_keys"]
 
 STREAM_SOURCE = "synthetic-stream"
@@ -68,9 +68,6 @@ class StreamSettings:
             raise ConfigError(f"{_KEY}.mode=stream makes new faces every step, so the teacher must run every step: "
                               f"set distill.teacher_mode=online (got {d.get('teacher_mode')!r}), or use "
                               f"{_KEY}.mode=shards for cached teacher features")
-        if float((d.get("taps") or {}).get("weight", 0) or 0) > 0:
-            raise ConfigError(f"{_KEY}.mode=stream does not train multi-layer taps yet (they need cached tap "
-                              "targets): set distill.taps.weight=0, or use mode=shards with teacher_mode=cached")
         if synth.get("targets", "view") != "view":
             raise ConfigError(f"{_KEY}.targets={synth.get('targets')} needs cached views; a streamed face is "
                               f"seen once, so stream mode trains on each face's own feature ({_KEY}.targets=view)")
@@ -272,12 +269,18 @@ class _Stats:
         return self.mean, self.std
 
 
+def stats_faces(stream: StreamFaces, batch_size: int = 64) -> torch.Tensor:
+    """The ``stats_faces`` seeded stream faces (epoch 0, no pool) that set the target statistics (uint8, CPU)."""
+    n = stream.settings.stats_faces
+    return torch.cat([stream.make(min(batch_size, n - lo), (0, b, 0), hard=False)[0].cpu()
+                      for b, lo in enumerate(range(0, n, batch_size))])
+
+
 def stream_stats(stream: StreamFaces, teacher: Any, batch_size: int = 64) -> _Stats:
-    """Mean and std of the teacher's features over ``stats_faces`` seeded stream faces (epoch 0, no pool)."""
-    n, feats = stream.settings.stats_faces, []
-    for b, lo in enumerate(range(0, n, batch_size)):
-        faces, _, _ = stream.make(min(batch_size, n - lo), (0, b, 0), hard=False)
+    """Mean and std of the teacher's features over :func:`stats_faces`."""
+    faces, feats = stats_faces(stream, batch_size), []
+    for lo in range(0, len(faces), batch_size):
         with torch.no_grad():
-            feats.append(teacher.features(faces).double().cpu())
+            feats.append(teacher.features(faces[lo:lo + batch_size].to(stream.sampler.device)).double().cpu())
     f = torch.cat(feats)
     return _Stats(f.mean(0).numpy().astype(np.float32), f.std(0).numpy().astype(np.float32))

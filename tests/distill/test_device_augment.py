@@ -31,6 +31,24 @@ def test_warp_identity_flip_and_zoom_out():
     assert replicate.min() >= x.min() - 1e-6 and replicate.max() <= x.max() + 1e-6
 
 
+def test_noise_background_fills_only_the_margin_and_varies():
+    ones = torch.ones(1, 3, 16, 16)
+    coarse = torch.linspace(0, 1, 16).view(1, 1, 4, 4)
+    y = warp(ones, *(torch.full((1,), v) for v in (0.5, 1.0, 0.0, 0.0, 0.0)), torch.zeros(1, dtype=torch.bool),
+             torch.ones(1, dtype=torch.bool), coarse)
+    assert torch.allclose(y[0, :, 8, 8], torch.ones(3))  # the face
+    margin = y[0, 0, :3]  # the top rows: the upsampled grid, not the face and not one level
+    assert margin.std() > 0.05 and margin.min() >= 0 and margin.max() <= 1
+    aug = DeviceAugment(p_zoom=1.0, flat_background=0.0, noise_background=1.0, p_rotate=0, p_flip=0, p_grey=0,
+                        p_blur=0, p_brightness_contrast=0)
+    p = aug.params(4, torch.Generator().manual_seed(0))
+    assert p["noisy"].all() and p["noise"].shape == (4, 1, 4, 4)
+    out = aug.apply(ones.expand(4, 3, 16, 16), p)
+    assert (out < 1).any() and torch.equal(out[:, 0], out[:, 1])  # grey noise, identical across channels
+    base = DeviceAugment()  # without a noise share the draws are those of before it existed
+    assert "noisy" not in base.params(2, torch.Generator().manual_seed(0))
+
+
 def test_grey_blur_brightness_contrast():
     x = torch.rand(3, 3, 12, 12)
     assert torch.equal(to_grey(x, torch.zeros(3)), x)
@@ -64,6 +82,8 @@ def test_bad_settings_are_refused():
         DeviceAugment.from_config({"p_grey": 2})
     with pytest.raises(ConfigError, match="unknown key.*sharpen"):
         DeviceAugment.from_config({"sharpen": 1})
+    with pytest.raises(ConfigError, match="flat_background \\+ noise_background"):
+        DeviceAugment.from_config({"flat_background": 0.6, "noise_background": 0.6})
     with pytest.raises(ConfigError, match="scale and aspect"):
         DeviceAugment.from_config({"scale": [0.0, 0.5]})
     assert DeviceAugment.from_config(None) is None

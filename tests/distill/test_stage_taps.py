@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -40,9 +41,30 @@ def test_bad_tap_settings_are_refused_before_work(make_cfg, tmp_path, override, 
         distill(make_cfg(tmp_path, override))
 
 
-def test_taps_need_cached_mode_and_real_paths(make_cfg, tmp_path):
-    with pytest.raises(TapPairError, match="distill.taps needs distill.teacher_mode=cached"):
-        distill(make_cfg(tmp_path, "distill.taps.weight=1.0", "distill.teacher_mode=online"))
+def test_online_tap_targets_equal_the_cached_ones(sface, tmp_path):
+    """Online mode hooks the teacher's forward that scores the batch; its pooled maps are the cached targets."""
+    from facekd.distill.stage_taps import DEFAULTS, TapTerm, build_tap_loss
+    from facekd.distill.tap_cache import teacher_tap_targets
+    from facekd.models import build_student
+
+    student = build_student({"name": "resnet18", "input_size": 32}, sface.feature_dim)
+    loss = build_tap_loss(DEFAULTS, student, sface)
+    term = TapTerm(loss, student, 1.0, teacher=sface)
+    images = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with torch.no_grad():
+        sface.features(images)
+    online = term.teacher_targets()
+    cached = teacher_tap_targets(sface, images, [p.teacher for p in loss.pairs], loss.grids, tmp_path, progress=False)
+    assert [tuple(o.shape) for o in online] == [(3, *c.shape[1:]) for c in cached]
+    for o, c in zip(online, cached):  # the cache stores fp16
+        torch.testing.assert_close(o, torch.from_numpy(np.asarray(c, dtype=np.float32)), rtol=2e-3, atol=2e-3)
+    term.remove()
+    assert all(not m._forward_hooks for m in sface.modules())
+
+
+def test_taps_need_per_view_targets_and_real_paths(make_cfg, tmp_path):
+    with pytest.raises(TapPairError, match="targets must be 'view'"):
+        distill(make_cfg(tmp_path, "distill.taps.weight=1.0", "distill.sources.synthetic.targets=image_mean"))
     with pytest.raises(TapError, match="distill.taps.student='backbone.layer9'"):
         distill(make_cfg(tmp_path, "student.input_size=32", "distill.taps.weight=1.0",
                          "distill.taps.student=[backbone.layer9]", "distill.taps.teacher=[net.bn1]"))

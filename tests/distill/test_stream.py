@@ -1,4 +1,5 @@
 """Stream mode: faces made per step on the device, reproducible from (seed, step); hard-face resampling."""
+import csv
 import json
 
 import pytest
@@ -81,8 +82,9 @@ def test_hard_faces_come_from_the_pool(faces):
 
 
 def test_stream_distill_run_is_complete_and_records_the_generator(make_cfg, tmp_path):
+    """A stream run with the multi-layer term: the teacher's maps come from the forward that scores each batch."""
     run = distill(make_cfg(tmp_path, *STREAM, "distill.train.epochs=1", "distill.name=stream",
-                           "distill.samples_per_epoch=16"))
+                           "distill.samples_per_epoch=16", "distill.taps.weight=1.0"))
     m = json.loads((run / "manifest.json").read_text())
     assert m["complete"] and m["teacher_mode"] == "online"
     assert m["config"]["distill"]["sources"]["synthetic"]["mode"] == "stream"
@@ -91,6 +93,9 @@ def test_stream_distill_run_is_complete_and_records_the_generator(make_cfg, tmp_
     assert names["synthetic-stream"]["cache"] is None and names["synthetic-stream"]["images"] == 16
     assert m["samples_per_epoch"] == 16
     assert "labeled-train" in names and (run / "student.safetensors").is_file()
+    assert m["taps"]["pairs"][-1] == "backbone.layer4->net.bn1" and (run / "adapters.safetensors").is_file()
+    row = next(csv.DictReader(open(run / "metrics.csv")))
+    assert float(row["taps"]) > 0 and float(row["kd/skd/0"]) > 0 and "real_val_tap3_r2" in row
 
 
 HARD = [*STREAM, "distill.name=hard", "distill.sources.labeled_train.weight=0", "distill.eval_real=false",
