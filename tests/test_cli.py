@@ -23,6 +23,7 @@ SCRIPTS = {  # script -> (config, words its --help must hold)
     "probe_teacher.py": ("probe_teacher", "teacher a face teacher"),
     "identify.py": ("identify", "Name the people in photos"),
     "specialize.py": ("specialize", "A face model for your own people"),
+    "scale_curve.py": ("scale_curve", "quality against the number of synthetic faces"),
 }
 
 
