@@ -12,6 +12,9 @@ At one batch size, on each device, in one process:
   on-device target_like augmentation) + :meth:`DistillTask.training_step` (teacher, student) + the
   optimizer step, with --hard of each batch from the hard-face pool; and its ratio to the ceiling.
 The on-device augmentation alone is printed too; it is part of the loop but not of the ceiling.
+For comparison, the cached-mode loop: the same task's training step on a batch of stored views and their
+cached teacher features (what shards mode runs every epoch once the feature cache exists; building that cache
+costs one teacher forward per stored view, paid once), and the stream loop's speed as a share of it.
 """
 from __future__ import annotations
 
@@ -88,6 +91,19 @@ def measure(device: torch.device, args) -> dict[str, float]:
         opt.step()
 
     per_s["loop"] = steps_per_second(loop_step, args.steps, device, args.warmup)
+
+    cached_task = DistillTask(student, loss, {}).to(device).train()
+    views = faces.cpu()  # stored uint8 views, as the cache holds them, moved to the device per batch
+    feats = target.half().cpu()
+
+    def cached_step() -> None:
+        with autocast(device):
+            out = cached_task.training_step((views.to(device, non_blocking=True), feats.to(device, non_blocking=True)))
+        opt.zero_grad(set_to_none=True)
+        out.backward()
+        opt.step()
+
+    per_s["cached"] = steps_per_second(cached_step, args.steps, device, args.warmup)
     return {k: v * bs for k, v in per_s.items()}
 
 
@@ -106,7 +122,7 @@ def main() -> None:
     print(f"stream loop: DCGAN -> target_like on device -> SFace -> {args.student}@{args.input_size}; "
           f"batch {args.batch}, {args.steps} steps, faces at {args.view_size} px, hard {args.hard}")
     print(f"{'device':<28} {'gen':>9} {'teacher':>9} {'student':>9} {'ceiling':>9} {'augment':>9} {'loop':>9} "
-          f"{'loop/ceil':>9}   (img/s)")
+          f"{'loop/ceil':>9} {'cached':>9} {'loop/cach':>9}   (img/s)")
     for name in devices:
         device = resolve_device(name)
         r = measure(device, args)
@@ -114,7 +130,8 @@ def main() -> None:
         label = (torch.cuda.get_device_name(device) if device.type == "cuda"
                  else f"cpu ({torch.get_num_threads()} threads)")
         print(f"{label[:28]:<28} {r['generator']:>9.1f} {r['teacher']:>9.1f} {r['student']:>9.1f} {ceiling:>9.1f} "
-              f"{r['augment']:>9.1f} {r['loop']:>9.1f} {r['loop'] / ceiling:>9.2f}")
+              f"{r['augment']:>9.1f} {r['loop']:>9.1f} {r['loop'] / ceiling:>9.2f} {r['cached']:>9.1f} "
+              f"{r['loop'] / r['cached']:>9.2f}")
 
 
 if __name__ == "__main__":
