@@ -9,7 +9,7 @@ Every point and seed is cached, so adding a point reruns only that point.
 examples:
   python scripts/scale_curve.py 'curve.faces=[2000,8000]' seeds=3
   python scripts/scale_curve.py 'curve.faces=[100000,1000000]' device=cuda curve.epochs=21
-  python scripts/scale_curve.py 'curve.overrides=[distill.sources.labeled_train.weight=0]'   # synthetic faces only
+  python scripts/scale_curve.py 'curve.overrides=["distill.sources.labeled_train.weight=0"]'   # synthetic faces only
 """
 from facekd.cli import run_script
 
