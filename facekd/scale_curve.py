@@ -110,6 +110,14 @@ def summarize_point(faces: int, per_epoch: int, epochs: int, results: Sequence[M
     return out
 
 
+def _faces_axis(ax: Any, x: np.ndarray) -> None:
+    """A log x axis labelled at the points only."""
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(x, [f"{int(v):,}" for v in x])
+    ax.set_xlabel("synthetic faces seen (log)")
+
+
 def plot_curve(points: Sequence[Mapping[str, Any]], path: str | Path, title: str = "",
                references: Mapping[str, float] | None = None) -> Path:
     """Two panels against faces seen (log x): R² on real val / test and holdout; finetuned test accuracy."""
@@ -122,8 +130,7 @@ def plot_curve(points: Sequence[Mapping[str, Any]], path: str | Path, title: str
         if all(f"{k}_mean" in p for p in points):
             ax.errorbar(x, [p[f"{k}_mean"] for p in points], yerr=[p[f"{k}_std"] for p in points], marker="o",
                         capsize=3, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("synthetic faces seen")
+    _faces_axis(ax, x)
     ax.set_ylabel("R² vs the teacher's features")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -132,8 +139,7 @@ def plot_curve(points: Sequence[Mapping[str, Any]], path: str | Path, title: str
                 marker="o", capsize=3, color="tab:blue", label="distilled student + linear head")
     for (name, value), color in zip((references or {}).items(), ("tab:green", "tab:red", "tab:grey")):
         ax.axhline(100 * value, linestyle="--", linewidth=1, color=color, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("synthetic faces seen")
+    _faces_axis(ax, x)
     ax.set_ylabel("test accuracy %")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
