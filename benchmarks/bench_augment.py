@@ -33,7 +33,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common import steps_per_second  # noqa: E402
+from common import device_label, requested_devices, steps_per_second  # noqa: E402
 from facekd.distill.device_augment import DeviceAugment  # noqa: E402
 from facekd.engine import resolve_device  # noqa: E402
 
@@ -120,7 +120,7 @@ def main() -> None:
     p.add_argument("--view-size", type=int, default=112, help="the augmented view's size (the teacher's input)")
     p.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when no GPU is present")
     args = p.parse_args()
-    devices = [d for d in args.devices.split(",") if d and (d != "cuda" or torch.cuda.is_available())]
+    devices = requested_devices(args.devices)
     print(f"target_like augmentation, {args.in_size} -> {args.view_size} px, batch {args.batch}, "
           f"{args.steps} calls (img/s; ratio to the fastest per-sample variant)")
     for name in devices:
@@ -128,8 +128,7 @@ def main() -> None:
         r = measure(device, args)
         per_sample = [v for k, v in r.items() if v is not None and k != "tv2 batch"]
         ceiling = max(per_sample)
-        label = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                 else f"cpu ({torch.get_num_threads()} threads)")
+        label = device_label(device)
         print(label)
         for k, v in r.items():
             note = " (one parameter set per batch: not usable by stream mode)" if k == "tv2 batch" else ""

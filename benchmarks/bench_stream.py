@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from common import steps_per_second  # noqa: E402
+from common import device_label, requested_devices, steps_per_second  # noqa: E402
 from facekd.distill.device_augment import DeviceAugment  # noqa: E402
 from facekd.distill.losses import FeatureStats, build_loss  # noqa: E402
 from facekd.distill.stage import DistillTask  # noqa: E402
@@ -118,7 +118,7 @@ def main() -> None:
     p.add_argument("--hard", type=float, default=0.25, help="share of each loop batch from the hard-face pool")
     p.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when no GPU is present")
     args = p.parse_args()
-    devices = [d for d in args.devices.split(",") if d and (d != "cuda" or torch.cuda.is_available())]
+    devices = requested_devices(args.devices)
     print(f"stream loop: DCGAN -> target_like on device -> SFace -> {args.student}@{args.input_size}; "
           f"batch {args.batch}, {args.steps} steps, faces at {args.view_size} px, hard {args.hard}")
     print(f"{'device':<28} {'gen':>9} {'teacher':>9} {'student':>9} {'ceiling':>9} {'augment':>9} {'loop':>9} "
@@ -127,8 +127,7 @@ def main() -> None:
         device = resolve_device(name)
         r = measure(device, args)
         ceiling = 1 / (1 / r["generator"] + 1 / r["teacher"] + 1 / r["student"])
-        label = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                 else f"cpu ({torch.get_num_threads()} threads)")
+        label = device_label(device)
         print(f"{label[:28]:<28} {r['generator']:>9.1f} {r['teacher']:>9.1f} {r['student']:>9.1f} {ceiling:>9.1f} "
               f"{r['augment']:>9.1f} {r['loop']:>9.1f} {r['loop'] / ceiling:>9.2f} {r['cached']:>9.1f} "
               f"{r['loop'] / r['cached']:>9.2f}")

@@ -36,3 +36,13 @@ def real_generate_run(root: Path, faces: int) -> Path:
     if not (run / "manifest.json").exists():
         generate(cfg)
     return run
+
+
+def requested_devices(spec: str) -> list[str]:
+    """The devices of a comma list such as ``"cpu,cuda"``; cuda is dropped when no GPU is present."""
+    return [d for d in spec.split(",") if d and (d != "cuda" or torch.cuda.is_available())]
+
+
+def device_label(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its thread count."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
