@@ -59,3 +59,27 @@ def test_smoke_profile_is_read_from_the_run():
     from facekd.baselines.compare import run_profile
 
     assert run_profile({"run_profile": "smoke"}) == "smoke" and run_profile({}) == "default"
+
+
+@pytest.mark.parametrize("variant, parent, key, value", [
+    ("subclass_kd_synthetic", "subclass_kd", ("kd", "synthetic", "count"), 1280),
+    ("feature_kd_bce_unfrozen_lr01", "feature_kd_bce_unfrozen", ("finetune", "backbone_lr_scale"), 0.1)])
+def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, value):
+    """A variant row is its parent's config with one key changed (at the real sizes, not the smoke profile), so
+    the two rows of one table differ only in what the variant's name says."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name="compare_baselines", overrides=["paths.root=/nonexistent"])
+    rows = OmegaConf.to_container(cfg.baselines, resolve=True)
+    child, base = rows[variant], rows[parent]
+    *path, last = key
+    node_child, node_base = child, base
+    for k in path:
+        node_child, node_base = node_child[k], node_base[k]
+    assert node_child.pop(last) == value and node_base.pop(last) != value
+    assert child == base
