@@ -81,6 +81,9 @@ def _distill_plan(row_cfg: Mapping[str, Any], paths_root: Any) -> tuple[list[flo
     lt = sources.get("labeled_train") or {}
     if float(lt.get("weight", 0) or 0) > 0:
         weights.append(float(lt["weight"]))
+    mix = sources.get("labeled_mixup") or {}
+    if float(mix.get("weight", 0) or 0) > 0:
+        weights.append(float(mix["weight"]))
     folder = sources.get("folder") or {}
     if folder.get("root") and float(folder.get("weight", 0) or 0) > 0:
         weights.append(float(folder["weight"]))

@@ -5,6 +5,8 @@ Training sources (each with a sampling ``weight``, ``views`` per image and an ``
 * ``synthetic``: the faces of a generate run, minus its last ``holdout`` faces, which are held out for
   the per-epoch metrics and for choosing the best epoch;
 * ``labeled_train``: the labeled set's **training** images with their labels withheld;
+* ``labeled_mixup``: blends of two of those training images (face morphs, labels withheld), each trained
+  towards the teacher's feature of the blend itself (function matching on mixup views);
 * ``folder``: any folder of unlabeled face photos (searched recursively).
 
 Evaluation sources: the synthetic holdout, and the labeled set's ``val`` and ``test`` images (one clean
@@ -34,7 +36,7 @@ from facekd.runs import config_hash
 from facekd.errors import ConfigError
 
 __all__ = ["LeakageError", "resolve_augment", "open_generate_run", "generate_command", "synthetic_sources",
-           "labeled_train_items", "labeled_train_source", "folder_source",
+           "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs", "folder_source",
            "real_eval_sources", "check_no_leak", "evenly_spaced"]
 
 
@@ -152,6 +154,49 @@ def labeled_train_source(data: LabeledData, cfg: Mapping[str, Any], presets: Map
     files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
     source = _photo_source("labeled-train", data.faces.root, files, int(data.cfg.get("image_size", 112)),
                            data.cfg.get("framing", "pad"), cfg, presets, seed + 2, in_memory=True)
+    check_no_leak([source], data)
+    return source
+
+
+def mixup_pairs(n: int, pairs: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pairs`` seeded blends of ``n`` images: ``(first, second, lam)``, two different images each and the
+    first one's share ``lam ~ Beta(alpha, alpha)``."""
+    if n < 2:
+        raise ConfigError(f"distill.sources.labeled_mixup blends two training images, but the split has {n}")
+    if pairs < 1:
+        raise ConfigError(f"distill.sources.labeled_mixup.pairs must be >= 1, got {pairs}")
+    if not alpha > 0:
+        raise ConfigError(f"distill.sources.labeled_mixup.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+    rng = np.random.default_rng([int(seed), 4])
+    first = rng.integers(0, n, size=pairs)
+    second = (first + rng.integers(1, n, size=pairs)) % n
+    return first, second, rng.beta(alpha, alpha, size=pairs).astype(np.float32)
+
+
+def labeled_mixup_source(data: LabeledData, cfg: Mapping[str, Any], presets: Mapping[str, Any],
+                         seed: int) -> ViewSource:
+    """``cfg.pairs`` blends ``lam * a + (1 - lam) * b`` of two of the split's training images (labels
+    withheld; the same images as ``labeled_train``), then augmented like any source.
+
+    Between two photos of one person a blend is a new view of that person; between two people it is a face
+    neither is, whose teacher feature still says how much of each it holds: targets the photos alone lack.
+    """
+    files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
+    size, framing = int(data.cfg.get("image_size", 112)), data.cfg.get("framing", "pad")
+    images = load_images(data.faces.root, files, size, framing).astype(np.float32)
+    alpha = float(cfg.get("alpha", 1.0))
+    first, second, lam = mixup_pairs(len(files), int(cfg.get("pairs", 2000)), alpha, seed + 4)
+
+    def read(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        w = lam[idx][:, None, None, None]
+        return np.clip(np.rint(w * images[first[idx]] + (1 - w) * images[second[idx]]), 0, 255).astype(np.uint8)
+
+    fingerprint = config_hash({"photos": _files_fingerprint(data.faces.root, files, size, framing),
+                               "pairs": len(lam), "alpha": alpha, "seed": seed + 4})
+    source = ViewSource(name="labeled-mixup", size=len(lam), read=read, seed=seed + 5,
+                        files=[str((Path(data.faces.root) / f).resolve()) for f in files], fingerprint=fingerprint,
+                        **_source_args(cfg, presets))
     check_no_leak([source], data)
     return source
 

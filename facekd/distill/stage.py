@@ -37,7 +37,8 @@ from facekd.distill.batches import CachedBatches, OnlineBatches
 from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_cache
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
-from facekd.distill.sources import (check_no_leak, folder_source, labeled_train_items, labeled_train_source,
+from facekd.distill.sources import (check_no_leak, folder_source, labeled_mixup_source, labeled_train_items,
+                                    labeled_train_source,
                                     open_generate_run, real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
@@ -235,11 +236,15 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
     labeled = None
     lt_cfg = src_cfg.get("labeled_train") or {}
     want_labeled_train = float(lt_cfg.get("weight", 0)) > 0 or paper
-    if d.get("eval_real", True) or want_labeled_train:
+    mix_cfg = src_cfg.get("labeled_mixup") or {}
+    want_mixup = float(mix_cfg.get("weight", 0) or 0) > 0
+    if d.get("eval_real", True) or want_labeled_train or want_mixup:
         labeled = prepare_labeled(cfg["data"], cfg["paths"]["root"])
     lt_source = labeled_train_source(labeled, lt_cfg, presets, seed) if want_labeled_train else None
     if lt_source is not None and lt_source.weight > 0:
         sources.append(lt_source)
+    if want_mixup:
+        sources.append(labeled_mixup_source(labeled, mix_cfg, presets, seed))
     fcfg = src_cfg.get("folder") or {}
     if fcfg.get("root") and float(fcfg.get("weight", 0)) > 0:
         sources.append(folder_source(fcfg, presets, seed))

@@ -2,7 +2,6 @@
 keep their tables and cache keys."""
 import csv
 
-import numpy as np
 import pytest
 
 from facekd.baselines.base import method_hash

@@ -7,8 +7,9 @@ import yaml
 
 from facekd.data.labeled import prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
-from facekd.distill.sources import (LeakageError, check_no_leak, evenly_spaced, folder_source, labeled_train_source,
-                                    real_eval_sources, resolve_augment, synthetic_sources)
+from facekd.distill.sources import (LeakageError, check_no_leak, evenly_spaced, folder_source, labeled_mixup_source,
+                                    labeled_train_source, mixup_pairs, real_eval_sources, resolve_augment,
+                                    synthetic_sources)
 from tests.distill.conftest import CONFIGS
 
 PRESETS = {"none": [], "flip": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]}
@@ -56,3 +57,27 @@ def test_synthetic_holdout_and_bad_sizes(gen_run):
     with pytest.raises(ValueError, match="unknown augmentation preset 'nope'"):
         resolve_augment("nope", PRESETS)
     assert evenly_spaced(list(range(10)), 3) == [0, 4, 9] and evenly_spaced([1, 2], None) == [1, 2]
+
+
+def test_mixup_blends_two_train_photos_by_hand(labeled):
+    src = labeled_mixup_source(labeled, {"pairs": 50, "alpha": 0.5, "augment": "none"}, PRESETS, seed=3)
+    first, second, lam = mixup_pairs(80, 50, 0.5, 3 + 4)
+    assert src.size == 50 and (first != second).all() and ((lam > 0) & (lam < 1)).all()
+    photos = labeled_train_source(labeled, {"views": 1}, PRESETS, seed=0).read(np.arange(80)).astype(np.float64)
+    got = src.read(np.array([0, 7]))
+    for row, i in zip(got, (0, 7)):  # lam * a + (1 - lam) * b, rounded to uint8
+        want = np.rint(lam[i] * photos[first[i]] + (1 - lam[i]) * photos[second[i]])
+        assert row.dtype == np.uint8 and np.abs(row.astype(np.float64) - want).max() <= 1
+    # the blends are seeded, their key follows the settings, and val/test photos never enter them
+    again = labeled_mixup_source(labeled, {"pairs": 50, "alpha": 0.5, "augment": "none"}, PRESETS, seed=3)
+    assert np.array_equal(again.read(np.arange(50)), src.read(np.arange(50))) and again.fingerprint == src.fingerprint
+    other = labeled_mixup_source(labeled, {"pairs": 50, "alpha": 2.0, "augment": "none"}, PRESETS, seed=3)
+    assert other.fingerprint != src.fingerprint
+    assert set(src.files) == {str(labeled.faces.root.resolve() / p) for p, _ in labeled.split.train}
+    tampered = dataclasses.replace(labeled, split=dataclasses.replace(
+        labeled.split, train=labeled.split.train + labeled.split.test[:1]))
+    with pytest.raises(LeakageError, match="labeled-mixup"):
+        labeled_mixup_source(tampered, {"pairs": 5}, PRESETS, seed=0)
+    for bad, key in (({"pairs": 0}, "pairs"), ({"alpha": 0.0}, "alpha")):
+        with pytest.raises(ValueError, match=f"labeled_mixup.{key}"):
+            labeled_mixup_source(labeled, bad, PRESETS, seed=0)

@@ -82,6 +82,17 @@ def test_online_mode_runs_the_teacher_each_step(make_cfg, tmp_path):
     assert m["complete"] and m["teacher_mode"] == "online" and all(s["cache"] is None for s in m["sources"])
 
 
+@pytest.mark.parametrize("mode", ["cached", "online"])
+def test_mixup_blends_of_train_photos_are_a_source(make_cfg, tmp_path, mode):
+    run = distill(make_cfg(tmp_path, f"distill.teacher_mode={mode}", "distill.train.epochs=1", f"distill.name=mix_{mode}",
+                           "distill.sources.labeled_train.weight=0", "distill.sources.labeled_mixup.weight=1.0",
+                           "distill.sources.labeled_mixup.pairs=6", "distill.samples_per_epoch=8"))
+    m = json.loads((run / "manifest.json").read_text())
+    mix = [s for s in m["sources"] if s["name"] == "labeled-mixup"]
+    assert m["complete"] and len(mix) == 1 and mix[0]["images"] == 6
+    assert (mix[0]["cache"] is None) == (mode == "online")
+
+
 def test_image_mean_targets_train_and_refuse_online(make_cfg, tmp_path):
     run = distill(make_cfg(tmp_path, "distill.train.epochs=1", "distill.name=invariant",
                            "distill.sources.labeled_train.views=2", "distill.sources.labeled_train.targets=image_mean"))

@@ -1,5 +1,4 @@
 """The embedded DCGAN generator wrapped as a diffusers pipeline."""
-import numpy as np
 import pytest
 import torch
 from torch import nn

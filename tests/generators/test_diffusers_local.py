@@ -1,5 +1,4 @@
 """Any unconditional diffusers pipeline in a local folder, on a tiny random-weight DDPM saved by the test."""
-import json
 
 import numpy as np
 import pytest
