@@ -182,21 +182,20 @@ def labeled_mixup_source(data: LabeledData, cfg: Mapping[str, Any], presets: Map
     neither is, whose teacher feature still says how much of each it holds: targets the photos alone lack.
     """
     files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
-    size, framing = int(data.cfg.get("image_size", 112)), data.cfg.get("framing", "pad")
-    images = load_images(data.faces.root, files, size, framing).astype(np.float32)
+    photos = _photo_source("labeled-train", data.faces.root, files, int(data.cfg.get("image_size", 112)),
+                           data.cfg.get("framing", "pad"), {"views": 1}, {}, seed, in_memory=True)
+    images = photos.read(np.arange(photos.size)).astype(np.float32)
     alpha = float(cfg.get("alpha", 1.0))
-    first, second, lam = mixup_pairs(len(files), int(cfg.get("pairs", 2000)), alpha, seed + 4)
+    first, second, lam = mixup_pairs(photos.size, int(cfg.get("pairs", 2000)), alpha, seed + 4)
 
     def read(idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         w = lam[idx][:, None, None, None]
         return np.clip(np.rint(w * images[first[idx]] + (1 - w) * images[second[idx]]), 0, 255).astype(np.uint8)
 
-    fingerprint = config_hash({"photos": _files_fingerprint(data.faces.root, files, size, framing),
-                               "pairs": len(lam), "alpha": alpha, "seed": seed + 4})
-    source = ViewSource(name="labeled-mixup", size=len(lam), read=read, seed=seed + 5,
-                        files=[str((Path(data.faces.root) / f).resolve()) for f in files], fingerprint=fingerprint,
-                        **_source_args(cfg, presets))
+    fingerprint = config_hash({"photos": photos.fingerprint, "pairs": len(lam), "alpha": alpha, "seed": seed + 4})
+    source = ViewSource(name="labeled-mixup", size=len(lam), read=read, seed=seed + 5, files=photos.files,
+                        fingerprint=fingerprint, **_source_args(cfg, presets))
     check_no_leak([source], data)
     return source
 

@@ -38,8 +38,7 @@ from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_c
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
 from facekd.distill.sources import (check_no_leak, folder_source, labeled_mixup_source, labeled_train_items,
-                                    labeled_train_source,
-                                    open_generate_run, real_eval_sources, synthetic_sources)
+                                    labeled_train_source, open_generate_run, real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
                                    check_same_generator, stats_faces, stream_source, stream_stats,
