@@ -161,12 +161,15 @@ def test_model_file_is_checksummed_and_a_damaged_one_refused(smoke, tmp_path):
         load_finetuned(copy)
 
 
+def cfg_overrides(root: Path, student_run: Path) -> list[str]:
+    return [f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.unfreeze=true",
+            "finetune.augment=true", "finetune.export_onnx=false", "finetune.plots=false",
+            "finetune.card_repeats=1", "finetune.train.epochs=1", "finetune.backbone_lr_scale=0.5"]
+
+
 def test_unfrozen_backbone_with_augmentation_trains_the_student(smoke, student_run):
     root, *_ = smoke
-    cfg = compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.unfreeze=true",
-                  "finetune.augment=true", "finetune.export_onnx=false", "finetune.plots=false",
-                  "finetune.card_repeats=1", "finetune.train.epochs=1", "finetune.backbone_lr_scale=0.5")
-    metrics = finetune(cfg)
+    metrics = finetune(compose(*cfg_overrides(root, student_run)))
     run = Path(metrics["run_dir"])
     assert run.name == "orl-resnet18-bce-sface-bce-aug-unfrozen" and metrics["method"].endswith("(unfrozen)")
     model, _ = load_finetuned(run)
@@ -175,6 +178,11 @@ def test_unfrozen_backbone_with_augmentation_trains_the_student(smoke, student_r
     before = load_file(str(student_run / STUDENT_FILE))
     after = model.student.state_dict()
     assert not torch.equal(before["backbone.conv1.weight"], after["backbone.conv1.weight"])
+    # the augmented views follow the seed: a second run of the same seed trains the same weights, another seed not
+    for seed, same in ((0, True), (1, False)):
+        again = finetune(compose(*cfg_overrides(root, student_run), f"finetune.name=again-{seed}", f"seed={seed}"))
+        weights = load_finetuned(Path(again["run_dir"]))[0].student.state_dict()["backbone.conv1.weight"]
+        assert torch.equal(weights, after["backbone.conv1.weight"]) is same
 
 
 # --------------------------------------------------------------------------------------------- unit level

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from facekd.baselines.base import plain
+from facekd.data.augment import seed_augmentation
 from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, TrainConfig, Trainer, load_best
 from facekd.metrics import nearest_class_mean_predict, selection_score
@@ -55,14 +56,6 @@ class RepeatedDataset(Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.base[i % len(self.base)]
-
-
-def seed_augmentation(dataset: Any, seed: int) -> Any:
-    """Seed a dataset's albumentations pipeline (it draws from its own generators, not the global ones)."""
-    augment = getattr(dataset, "augment", None)
-    if augment is not None:
-        augment.set_random_seed(int(seed))
-    return dataset
 
 
 def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",

@@ -73,7 +73,11 @@ class FeatureKD(Method):
                 seed: int = 0) -> dict[str, Any]:
         self.paths_root = Path(paths_root)
         self.student_run = ensure_distill_run(cfg, data.cfg, paths_root, seed)
-        return {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
+        inputs = {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
+        if (cfg.get("finetune") or {}).get("augment"):
+            # augmented fine-tunes draw their views from the seed; results cached before that drew unseeded views
+            inputs["augment_rng"] = "seeded"
+        return inputs
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         from facekd.finetune import Preprocessed, finetune, load_finetuned

@@ -16,7 +16,16 @@ from facekd.config import plain as _plain
 from facekd.errors import ConfigError
 from facekd.validate import check_choice
 
-__all__ = ["build_augmentation", "frame_square"]
+__all__ = ["build_augmentation", "frame_square", "seed_augmentation"]
+
+
+def seed_augmentation(dataset: Any, seed: int) -> Any:
+    """Seed a dataset's albumentations pipeline, if it has one: albumentations draws from its own generators,
+    which neither ``random``, NumPy's nor torch's seed reaches."""
+    augment = getattr(dataset, "augment", None)
+    if augment is not None:
+        augment.set_random_seed(int(seed))
+    return dataset
 
 
 def _tuples(value: Any) -> Any:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from facekd.config import plain as _plain
+from facekd.data.augment import seed_augmentation
 from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.distill import load_student
@@ -314,6 +315,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     seed_everything(seed)
+    seed_augmentation(sets["train"], seed)  # finetune.augment: the views drawn follow the seed, not the process
     model = SpecializedModel(student, len(classes), settings.features, settings.feature_norm).to(device)
     bs = settings.eval_batch_size
     ftr = _features(model, xtr, device, bs, "train features")
