@@ -29,6 +29,7 @@ from facekd.baselines.compare import _seeds
 from facekd.config import plain
 from facekd.data.labeled import prepare_labeled
 from facekd.distill.batches import mixture_counts
+from facekd.distill.sources import active_source_weights
 from facekd.errors import ConfigError
 from facekd.runs import atomic_path, write_json
 from facekd.validate import check_int
@@ -73,21 +74,11 @@ def _distill_plan(row_cfg: Mapping[str, Any], paths_root: Any) -> tuple[list[flo
     from facekd.cli import compose_config
 
     d = plain(compose_config("distill", [f"paths.root={paths_root}", *plain(row_cfg.get("distill_overrides") or [])]))
-    sources = d["distill"]["sources"]
-    weights = [float(sources["synthetic"].get("weight", 0) or 0)]
-    if weights[0] <= 0:
+    weights = active_source_weights(d["distill"]["sources"])
+    if "synthetic" not in weights:
         raise ConfigError("curve: the synthetic source has weight 0 in the row's distill config, so no face is seen; "
                           "drop distill.sources.synthetic.weight=0 from curve.overrides")
-    lt = sources.get("labeled_train") or {}
-    if float(lt.get("weight", 0) or 0) > 0:
-        weights.append(float(lt["weight"]))
-    mix = sources.get("labeled_mixup") or {}
-    if float(mix.get("weight", 0) or 0) > 0:
-        weights.append(float(mix["weight"]))
-    folder = sources.get("folder") or {}
-    if folder.get("root") and float(folder.get("weight", 0) or 0) > 0:
-        weights.append(float(folder["weight"]))
-    return weights, int(d["distill"]["train"]["batch_size"])
+    return list(weights.values()), int(d["distill"]["train"]["batch_size"])
 
 
 def point_overrides(faces: int, epochs: int, weights: Sequence[float], batch_size: int = 1) -> tuple[list[str], int]:

@@ -37,7 +37,10 @@ from facekd.errors import ConfigError
 
 __all__ = ["LeakageError", "resolve_augment", "open_generate_run", "generate_command", "synthetic_sources",
            "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs", "folder_source",
-           "real_eval_sources", "check_no_leak", "evenly_spaced"]
+           "real_eval_sources", "check_no_leak", "evenly_spaced", "SOURCE_ORDER", "active_source_weights"]
+
+# the distill sources in the order the stage builds them (synthetic first)
+SOURCE_ORDER = ("synthetic", "labeled_train", "labeled_mixup", "folder")
 
 
 class LeakageError(AssertionError):
@@ -198,6 +201,18 @@ def labeled_mixup_source(data: LabeledData, cfg: Mapping[str, Any], presets: Map
                         fingerprint=fingerprint, **_source_args(cfg, presets))
     check_no_leak([source], data)
     return source
+
+
+def active_source_weights(sources_cfg: Mapping[str, Any]) -> dict[str, float]:
+    """The weight of every source in ``distill.sources`` that will train, in :data:`SOURCE_ORDER`: weight > 0,
+    and for the folder source a ``root`` too."""
+    weights = {}
+    for name in SOURCE_ORDER:
+        cfg = sources_cfg.get(name) or {}
+        weight = float(cfg.get("weight", 0) or 0)
+        if weight > 0 and (name != "folder" or cfg.get("root")):
+            weights[name] = weight
+    return weights
 
 
 def folder_source(cfg: Mapping[str, Any], presets: Mapping[str, Any], seed: int) -> ViewSource:

@@ -37,8 +37,9 @@ from facekd.distill.batches import CachedBatches, OnlineBatches
 from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_cache
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
-from facekd.distill.sources import (check_no_leak, folder_source, labeled_mixup_source, labeled_train_items,
-                                    labeled_train_source, open_generate_run, real_eval_sources, synthetic_sources)
+from facekd.distill.sources import (active_source_weights, check_no_leak, folder_source, labeled_mixup_source,
+                                    labeled_train_items, labeled_train_source, open_generate_run, real_eval_sources,
+                                    synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
                                    check_same_generator, stats_faces, stream_source, stream_stats,
@@ -233,20 +234,18 @@ def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device,
         synth = stream_source(stream.settings, stream.sampler, src_cfg["synthetic"], seed)
     sources: list[ViewSource] = [synth]
     labeled = None
+    active = active_source_weights(src_cfg)
     lt_cfg = src_cfg.get("labeled_train") or {}
-    want_labeled_train = float(lt_cfg.get("weight", 0)) > 0 or paper
-    mix_cfg = src_cfg.get("labeled_mixup") or {}
-    want_mixup = float(mix_cfg.get("weight", 0) or 0) > 0
-    if d.get("eval_real", True) or want_labeled_train or want_mixup:
+    want_labeled_train = "labeled_train" in active or paper  # paper mode trains its connector on these views
+    if d.get("eval_real", True) or want_labeled_train or "labeled_mixup" in active:
         labeled = prepare_labeled(cfg["data"], cfg["paths"]["root"])
     lt_source = labeled_train_source(labeled, lt_cfg, presets, seed) if want_labeled_train else None
-    if lt_source is not None and lt_source.weight > 0:
+    if "labeled_train" in active:
         sources.append(lt_source)
-    if want_mixup:
-        sources.append(labeled_mixup_source(labeled, mix_cfg, presets, seed))
-    fcfg = src_cfg.get("folder") or {}
-    if fcfg.get("root") and float(fcfg.get("weight", 0)) > 0:
-        sources.append(folder_source(fcfg, presets, seed))
+    if "labeled_mixup" in active:
+        sources.append(labeled_mixup_source(labeled, src_cfg["labeled_mixup"], presets, seed))
+    if "folder" in active:
+        sources.append(folder_source(src_cfg["folder"], presets, seed))
     sources = [s for s in sources if s.weight > 0]
     if not sources:
         raise ValueError("every distillation source has weight 0: give distill.sources.<name>.weight > 0")

@@ -7,9 +7,9 @@ import yaml
 
 from facekd.data.labeled import prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
-from facekd.distill.sources import (LeakageError, check_no_leak, evenly_spaced, folder_source, labeled_mixup_source,
-                                    labeled_train_source, mixup_pairs, real_eval_sources, resolve_augment,
-                                    synthetic_sources)
+from facekd.distill.sources import (LeakageError, active_source_weights, check_no_leak, evenly_spaced, folder_source,
+                                    labeled_mixup_source, labeled_train_source, mixup_pairs, real_eval_sources,
+                                    resolve_augment, synthetic_sources)
 from tests.distill.conftest import CONFIGS
 
 PRESETS = {"none": [], "flip": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]}
@@ -81,3 +81,12 @@ def test_mixup_blends_two_train_photos_by_hand(labeled):
     for bad, key in (({"pairs": 0}, "pairs"), ({"alpha": 0.0}, "alpha")):
         with pytest.raises(ValueError, match=f"labeled_mixup.{key}"):
             labeled_mixup_source(labeled, bad, PRESETS, seed=0)
+
+
+def test_active_source_weights_in_build_order():
+    cfg = {"folder": {"weight": 2.0, "root": "/faces"}, "labeled_mixup": {"weight": 1.0}, "synthetic": {"weight": 1.0},
+           "labeled_train": {"weight": 0}}
+    assert list(active_source_weights(cfg).items()) == [("synthetic", 1.0), ("labeled_mixup", 1.0), ("folder", 2.0)]
+    # a folder without a root, a weight of None and a missing section train nothing
+    assert active_source_weights({"synthetic": {"weight": 0.5}, "folder": {"weight": 1.0, "root": None},
+                                  "labeled_train": {"weight": None}}) == {"synthetic": 0.5}
