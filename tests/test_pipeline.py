@@ -15,13 +15,14 @@ def test_main_job_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "demo"
     rows = list(csv.DictReader(open(out / "comparison.csv")))
-    assert [r["method"] for r in rows] == ["feature_kd_bce", "transfer", "scratch", "pixels"]
+    assert [r["method"] for r in rows] == ["feature_kd_bce", "feature_kd_bce_mixup_lr01", "transfer", "scratch", "pixels"]
     for r in rows:
         assert 0.0 <= float(r["accuracy_mean"]) <= 1.0 and int(r["params"]) >= 0
     assert (out / "tsne.png").stat().st_size > 0 and (out / "accuracy.png").exists()
     assert "main job finished" in proc.stdout
     # what it prints: the headline table under the long row names, marked as smoke
     assert "| distilled ResNet-18 (sigmoid-BCE, frozen) + linear head |" in proc.stdout
+    assert "| distilled ResNet-18 (+ mixup blends), fine-tuned at 0.1x lr (recommended) |" in proc.stdout
     assert "| raw pixels, nearest class mean (floor) |" in proc.stdout
     assert "profile=smoke" in proc.stdout and "not results" in proc.stdout
     md = (out / "comparison.md").read_text()
