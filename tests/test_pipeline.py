@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_main_job_smoke(tmp_path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "profile=smoke", f"paths.root={tmp_path}",
-                           "progress=false"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+                           "progress=false"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "demo"
     rows = list(csv.DictReader(open(out / "comparison.csv")))
