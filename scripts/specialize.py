@@ -3,13 +3,16 @@
 DIR holds one sub-folder of raw photos per person (any size, any number of photos; at least
 data.per_class + data.val + 1 each). The faces are found and aligned with MTCNN, synthetic faces are
 generated, the teacher is distilled into a small student, and the student is specialized on your
-photos (data.per_class per person for training, data.val for selection, the rest to test). The run
-folder it prints is what scripts/identify.py reads.
+photos (data.per_class per person for training, data.val for selection, the rest to test) with
+facekd's recommended recipe (the feature_kd_bce_mixup_lr01 row: the whole student fine-tuned).
+methods=[feature_kd_bce] runs the paper's recipe instead (a linear head on the frozen student):
+faster, less accurate on ORL. The run folder it prints is what scripts/identify.py reads.
 
 examples:
   python scripts/specialize.py data.root=DIR
   python scripts/specialize.py data.root=DIR data.per_class=3 paths.root=runs/mine
   python scripts/specialize.py data.root=DIR data.unknown_identities=4   # also calibrate "unknown"
+  python scripts/specialize.py data.root=DIR 'methods=[feature_kd_bce]'   # the paper's recipe
 then:
   python scripts/identify.py identify.model=RUN identify.input=new_photo.jpg
 """

@@ -28,7 +28,13 @@ def test_specialize_then_identify_a_new_photo(orl, tmp_path, capsys):
     run = Path(specialize(cfg))
     printed = capsys.readouterr().out
     assert f"identify.model={run}" in printed
-    assert read_json(root / "specialize" / "model.json")["finetune_run"] == str(run)
+    model = read_json(root / "specialize" / "model.json")
+    assert model["finetune_run"] == str(run)
+    assert model["row"] == "feature_kd_bce_mixup_lr01", "the recommended recipe is the default model"
+    finetuned = read_json(run / "manifest.json")["config"]["finetune"]
+    assert finetuned["unfreeze"] and finetuned["augment"], "the whole student is fine-tuned, not a frozen one's head"
+    distilled = read_json(Path(finetuned["student_run"]) / "manifest.json")["config"]["distill"]
+    assert distilled["sources"]["labeled_mixup"]["weight"] > 0, "the student was distilled with the mixup blends"
     assert (run / "model.onnx").exists()
     aligned = [d for d in (cache_dir() / "aligned").glob("my people-*") if (d / "sources.json").exists()]
     assert aligned, "the raw photos were aligned by MTCNN first"
