@@ -37,7 +37,8 @@ from facekd.errors import ConfigError
 
 __all__ = ["LeakageError", "resolve_augment", "open_generate_run", "generate_command", "synthetic_sources",
            "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs", "folder_source",
-           "real_eval_sources", "check_no_leak", "evenly_spaced", "SOURCE_ORDER", "active_source_weights"]
+           "real_eval_sources", "check_no_leak", "evenly_spaced", "SOURCE_ORDER", "active_source_weights",
+           "check_monitor_trains"]
 
 # the distill sources in the order the stage builds them (synthetic first)
 SOURCE_ORDER = ("synthetic", "labeled_train", "labeled_mixup", "folder")
@@ -213,6 +214,17 @@ def active_source_weights(sources_cfg: Mapping[str, Any]) -> dict[str, float]:
         if weight > 0 and (name != "folder" or cfg.get("root")):
             weights[name] = weight
     return weights
+
+
+def check_monitor_trains(monitor: str, sources_cfg: Mapping[str, Any]) -> None:
+    """Refuse choosing the best epoch on held-out synthetic faces (``holdout_*``) when no synthetic face trains:
+    that loss then only drifts away from the start, so the run would keep its first epoch."""
+    if str(monitor).startswith("holdout") and "synthetic" not in active_source_weights(sources_cfg):
+        raise ConfigError(
+            f"distill.train.monitor is '{monitor}', a metric of held-out synthetic faces, but "
+            "distill.sources.synthetic.weight is 0, so no synthetic face trains and that metric cannot pick the "
+            "best epoch. Choose it on the unlabeled real val photos instead (distill.train.monitor=real_val_loss), "
+            "or give distill.sources.synthetic.weight > 0.")
 
 
 def folder_source(cfg: Mapping[str, Any], presets: Mapping[str, Any], seed: int) -> ViewSource:

@@ -37,9 +37,9 @@ from facekd.distill.batches import CachedBatches, OnlineBatches
 from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_cache
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
-from facekd.distill.sources import (active_source_weights, check_no_leak, folder_source, labeled_mixup_source,
-                                    labeled_train_items, labeled_train_source, open_generate_run, real_eval_sources,
-                                    synthetic_sources)
+from facekd.distill.sources import (active_source_weights, check_monitor_trains, check_no_leak, folder_source,
+                                    labeled_mixup_source, labeled_train_items, labeled_train_source, open_generate_run,
+                                    real_eval_sources, synthetic_sources)
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
                                    check_same_generator, stats_faces, stream_source, stream_stats,
@@ -349,6 +349,7 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
         raise ValueError(f"distill.teacher_mode must be 'cached' or 'online', got {d.get('teacher_mode')!r}")
     train_cfg = TrainConfig.from_config(d["train"], "distill.train", seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
                                         resume=bool(cfg.get("resume", False)))
+    check_monitor_trains(train_cfg.monitor, d["sources"])
     info, device = init_distributed(train_cfg.device)
     open_generate_run(d["generate_run"])  # refuse a missing, incomplete or damaged generate run before anything else
 

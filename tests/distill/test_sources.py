@@ -7,9 +7,10 @@ import yaml
 
 from facekd.data.labeled import prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
-from facekd.distill.sources import (LeakageError, active_source_weights, check_no_leak, evenly_spaced, folder_source,
-                                    labeled_mixup_source, labeled_train_source, mixup_pairs, real_eval_sources,
-                                    resolve_augment, synthetic_sources)
+from facekd.distill.sources import (LeakageError, active_source_weights, check_monitor_trains, check_no_leak,
+                                    evenly_spaced, folder_source, labeled_mixup_source, labeled_train_source, mixup_pairs,
+                                    real_eval_sources, resolve_augment, synthetic_sources)
+from facekd.errors import ConfigError
 from tests.distill.conftest import CONFIGS
 
 PRESETS = {"none": [], "flip": [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]}
@@ -90,3 +91,13 @@ def test_active_source_weights_in_build_order():
     # a folder without a root, a weight of None and a missing section train nothing
     assert active_source_weights({"synthetic": {"weight": 0.5}, "folder": {"weight": 1.0, "root": None},
                                   "labeled_train": {"weight": None}}) == {"synthetic": 0.5}
+
+
+def test_holdout_monitor_needs_training_synthetic_faces():
+    no_synth = {"synthetic": {"weight": 0.0}, "labeled_train": {"weight": 1.0}, "labeled_mixup": {"weight": 1.0}}
+    with pytest.raises(ConfigError) as err:
+        check_monitor_trains("holdout_loss", no_synth)
+    msg = str(err.value)
+    assert "distill.train.monitor" in msg and "distill.sources.synthetic.weight" in msg and "real_val_loss" in msg
+    check_monitor_trains("real_val_loss", no_synth)  # the unlabeled val photos can still choose the epoch
+    check_monitor_trains("holdout_loss", {**no_synth, "synthetic": {"weight": 1.0}})
