@@ -52,6 +52,7 @@ __all__ = [
     "Method",
     "Predictor",
     "Fitted",
+    "Features",
     "MethodResult",
     "OPERATIONAL_KEYS",
     "plain",
@@ -107,6 +108,18 @@ class Predictor(nn.Module):
         return self(self.preprocess(images.to(self.device))).float()
 
 
+class Features(nn.Module):
+    """One method of a network as a module: ``Features(net, "backbone_features")(x) == net.backbone_features(x)``
+    (an embedding taken from inside a classifier)."""
+
+    def __init__(self, net: nn.Module, method: str) -> None:
+        super().__init__()
+        self.net, self.method = net, method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.net, self.method)(x)
+
+
 @dataclass
 class Fitted:
     """A fitted method: its predictor, the student network's name and anything worth reporting.
@@ -122,6 +135,15 @@ class Fitted:
     extra: dict[str, Any] = field(default_factory=dict)
     card: dict[str, float] | None = None
     side_predictors: dict[str, Predictor] = field(default_factory=dict)
+    embedder: Predictor | None = None  # the row's face embedding (default: the features its head reads)
+
+    def embedding_model(self) -> Predictor:
+        """The row's embedding on uint8 images: ``embedder``, else the predictor itself when it outputs
+        embeddings, else the features its head reads (its body)."""
+        if self.embedder is not None:
+            return self.embedder.eval()
+        p = self.predictor
+        return p if p.output == "embedding" else Predictor(p.body, p.preprocess, output="embedding").eval()
 
 
 class Method:
@@ -303,7 +325,7 @@ def result_path(paths_root: str | os.PathLike, name: str, digest: str) -> Path:
 def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, Any],
                paths_root: str | os.PathLike, seed: int, force: bool = False,
                data: LabeledData | None = None, open_set_far: float | None = None,
-               export: bool = False) -> MethodResult:
+               export: bool = False, gallery: Mapping[str, Any] | None = None) -> MethodResult:
     """Run method ``name`` once under the shared split and score the test split once.
 
     ``method_cfg`` is the method's config group (``configs/baseline/<name>.yaml``), ``data_cfg`` the
@@ -313,6 +335,10 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     calibrated at ``open_set_far`` (default :data:`DEFAULT_OPEN_SET_FAR`) and ``extra["open_set"]`` reports
     its test figures; on a closed-set split ``open_set_far`` is ignored.  With ``export``, a row that outputs class
     scores also saves its model for ``identify`` in its run folder (:mod:`facekd.baselines.deploy`).
+
+    On a split of the enroll protocol (``data=orl_enroll``), ``gallery`` (``shots``, ``far``, ``calibration``,
+    ``impostors``: synthetic faces as uint8 N x 3 x S x S, ``impostors_id``: what identifies them) makes the row's
+    embedding be judged with a gallery (:mod:`facekd.gallery_eval`), reported in ``extra["gallery"]``.
     """
     from facekd.openset import check_far
 
@@ -327,6 +353,13 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     t_prepare = time.perf_counter()
     inputs = method.prepare(data, cfg, paths_root, seed)
     prepare_seconds = time.perf_counter() - t_prepare
+    gallery_key = None
+    if getattr(data, "enroll_protocol", False):
+        gallery = dict(gallery or {})
+        gallery_key = {"shots": [int(k) for k in gallery.get("shots", (1, 2))], "far": float(gallery.get("far", 0.01)),
+                       "calibration": str(gallery.get("calibration", "max")),
+                       "impostors": gallery.get("impostors_id")}
+        inputs = {**inputs, "gallery": gallery_key}
     digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs, split_content_hash(data), far)
     path = result_path(paths_root, name, digest)
     if path.exists() and not force:
@@ -354,6 +387,9 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
                                       batch_size=int(cfg.get("eval_batch_size", 64)))
         scores["extra"][f"{side}_accuracy"] = side_scores["test"]["accuracy"]
         scores["extra"][f"{side}_f1_macro"] = side_scores["test"]["f1_macro"]
+    if gallery_key is not None:
+        scores["extra"]["gallery"] = _gallery(fitted, data, gallery_key, gallery.get("impostors"),
+                                              int(cfg.get("eval_batch_size", 64)), run_dir)
     if export and "finetune_run" not in fitted.extra:  # a feature_kd row's finetune run is its deployable model
         from facekd.baselines.deploy import export_predictor
 
@@ -370,6 +406,28 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     write_json(path, result.as_dict())
     log.info("%s seed %d: test accuracy %.4f (%s)", name, seed, result.accuracy, path)
     return result
+
+
+GALLERY_EMBEDDINGS = "gallery_embeddings.npz"
+
+
+def _gallery(fitted: Fitted, data: LabeledData, settings: Mapping[str, Any], impostors: torch.Tensor | None,
+             batch_size: int, run_dir: Path) -> dict[str, Any]:
+    """The row's embedding judged with a gallery on the enroll protocol (:func:`facekd.gallery_eval.gallery_figures`);
+    the embeddings of every part are kept in the run folder (``gallery_embeddings.npz``) so that the figures can be
+    recomputed without the model (:func:`facekd.gallery_eval.load_embeddings`)."""
+    from facekd.gallery_eval import gallery_figures, protocol_embeddings, save_embeddings
+
+    embedder = fitted.embedding_model()
+
+    def embed(x: torch.Tensor) -> np.ndarray:
+        return embed_images(embedder, x, batch_size).flatten(1).numpy()
+
+    emb = protocol_embeddings(embed, data, impostors)
+    save_embeddings(emb, run_dir / GALLERY_EMBEDDINGS)
+    figures: dict[str, Any] = gallery_figures(emb, settings["shots"], settings["far"], settings["calibration"])
+    figures["embedding"] = str(fitted.extra.get("embedding", fitted.student))
+    return figures
 
 
 def backfill_weighted_f1(result: MethodResult, features: Path) -> MethodResult:

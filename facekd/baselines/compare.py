@@ -247,6 +247,46 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, ti
     return path
 
 
+def gallery_settings(cfg: Mapping[str, Any], data: Any, root: Path) -> dict[str, Any]:
+    """The ``gallery`` section, checked, with the synthetic impostor faces (their own generate run, made when
+    missing) rendered as the labeled photos are shown to a model."""
+    from facekd.gallery import CALIBRATIONS
+    from facekd.openset import check_far
+    from facekd.validate import check_choice, check_int
+
+    g = dict(cfg.get("gallery") or {})
+    unknown = set(g) - {"shots", "far", "calibration", "synthetic", "generate_overrides"}
+    if unknown:
+        raise ConfigError(f"unknown gallery keys {sorted(unknown)}; known: calibration, far, generate_overrides, "
+                          "shots, synthetic")
+    shots = g.get("shots", [1, 2])
+    shots = list(shots) if isinstance(shots, (list, tuple)) else [shots]
+    most = int(data.split.protocol.get("enroll_shots", 2))
+    shots = [check_int(k, "gallery.shots", minimum=1, maximum=min(most, int(data.cfg.get("per_class", 2))),
+                       what="photos enrolled per person (at most data.enroll_shots and data.per_class)") for k in shots]
+    out = {"shots": shots, "far": check_far(g.get("far", 0.01), "gallery.far"),
+           "calibration": check_choice(g.get("calibration", "max"), "gallery.calibration", CALIBRATIONS,
+                                       what="which impostor scores set the rejection threshold"),
+           "impostors": None, "impostors_id": None}
+    n = check_int(g.get("synthetic", 1000), "gallery.synthetic", minimum=0, what="synthetic impostor faces")
+    if n:
+        from facekd.data.labeled import split_datasets
+        from facekd.data.synthetic import SyntheticFaces
+        from facekd.gallery_eval import render_synthetic
+        from facekd.pipeline import ensure_generate_run
+
+        run = root / "generate" / "impostors"
+        overrides = ["generate.name=impostors", "generate.first_seed=1000000", f"generate.num_images={n}",
+                     *[str(o) for o in g.get("generate_overrides") or []]]
+        faces = SyntheticFaces(ensure_generate_run(cfg, root, overrides, run=run))
+        x, _ = split_datasets(data, ("train",), augment_train=False)["train"].tensors()
+        grey = bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
+        out["impostors"] = render_synthetic(faces.batch(np.arange(min(n, len(faces)))),
+                                            int(data.cfg.get("image_size", 112)), grey)
+        out["impostors_id"] = {"generate": faces.config_hash, "n": int(min(n, len(faces))), "grey": grey}
+    return out
+
+
 def _seeds(cfg: Mapping[str, Any]) -> list[int]:
     seeds = cfg.get("seeds", 1)
     if isinstance(seeds, (list, tuple)):
@@ -269,13 +309,14 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     out_dir = Path(cfg.get("out_dir") or root / "compare_baselines")
     data = prepare_labeled(cfg["data"], root)
     operational = {"device": cfg.get("device", "auto"), "progress": bool(cfg.get("progress", True))}
+    gallery = gallery_settings(cfg, data, root) if data.enroll_protocol else None
     results: dict[str, list[MethodResult]] = {}
     t0 = time.perf_counter()
     for row, plugin, mcfg in rows:
         for seed in seeds:
             t = time.perf_counter()
             res = run_method(plugin, {**mcfg, **operational}, cfg["data"], root, seed, data=data, open_set_far=far,
-                             export=bool(cfg.get("export_onnx", True)))
+                             export=bool(cfg.get("export_onnx", True)), gallery=gallery)
             log.info("%s seed %d: accuracy %.4f (%.0f s)", row, seed, res.accuracy, time.perf_counter() - t)
             results.setdefault(row, []).append(res)
     summary = [summarize(row, plugin, mcfg, results[row]) for row, plugin, mcfg in rows]
@@ -292,6 +333,14 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
                       f"{len(data.split.unknown_val)} images of {n} calibration unknown identities, DIR and FAR "
                       f"observed on the known test faces and the {len(data.split.unknown_test)} images of {n} other "
                       f"unknown identities")
+    gallery_md = ""
+    if gallery is not None:
+        from facekd.baselines.gallery_table import gallery_markdown, summarize_gallery
+
+        for row in summary:
+            row["gallery"] = summarize_gallery(results[row["method"]])
+        gallery_md = gallery_markdown(summary, data, gallery)
+        table = f"{gallery_md}\n\n### Closed-set classifier heads (trained people)\n\n{table}"
     md = (f"# {'Smoke run (toy sizes): ' if smoke else ''}Baseline comparison\n\n"
           f"{SMOKE_LINE + chr(10) + chr(10) if smoke else ''}{title}; {split_txt}; {seeds_txt}; test accuracy "
           f"scored once at the state chosen on val.\n\n{table}\n\n## Beside the paper\n\n{paper}\n")

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
+from facekd.baselines.base import METHODS, Features, Fitted, Method, Predictor, default_device, plain
 from facekd.data.labeled import LabeledData
 from facekd.pipeline import ensure_distill_run, run_identity
 from facekd.runs import config_hash, read_manifest
@@ -100,5 +100,7 @@ class FeatureKD(Method):
             if k in best:
                 extra[f"distill_{k}"] = best[k]
         extra["uses_labels"] = bool(distill.get("uses_labels", False))
+        extra["embedding"] = f"{self.student_name(cfg)}, {model.features} features"
+        embedder = Predictor(Features(model, "extract"), model.preprocess, output="embedding").eval()
         return Fitted(Predictor(body, model.preprocess, output="scores").eval(), self.student_name(cfg),
-                      extra=extra, card=card)
+                      extra=extra, card=card, embedder=embedder)

@@ -13,13 +13,13 @@ from typing import Any, Mapping
 from torch import nn
 from torch.utils.data import Dataset
 
-from facekd.baselines.base import METHODS, Fitted, Method, Predictor, plain
+from facekd.baselines.base import METHODS, Features, Fitted, Method, Predictor, plain
 from facekd.baselines.common import ImageClassifierTask, seed_augmentation, step_train_config, train_engine
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.data.preprocess import Preprocess
 from facekd.models import build_student
 
-__all__ = ["DEFAULT_STUDENT", "student_config", "build_classifier", "Scratch"]
+__all__ = ["DEFAULT_STUDENT", "student_config", "build_classifier", "Scratch", "penultimate"]
 
 DEFAULT_STUDENT = {"name": "resnet18", "input_size": 64}
 
@@ -71,4 +71,15 @@ class Scratch(Method):
         return f"{s['name']}@{s.get('input_size', 64)}"
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
-        return Fitted(train_classifier(data, cfg, run_dir, seed), self.student_name(cfg))
+        predictor = train_classifier(data, cfg, run_dir, seed)
+        embedder = penultimate(predictor)
+        return Fitted(predictor, self.student_name(cfg), embedder=embedder,
+                      extra={"embedding": f"{self.student_name(cfg)} penultimate" if embedder else self.student_name(cfg)})
+
+
+def penultimate(predictor: Predictor) -> Predictor | None:
+    """The student's penultimate features (before its class projection) as an embedding; None for a network
+    without ``backbone_features`` (torchvision's ResNet-50: its body's output is used)."""
+    if not hasattr(predictor.body, "backbone_features"):
+        return None
+    return Predictor(Features(predictor.body, "backbone_features"), predictor.preprocess, output="embedding").eval()

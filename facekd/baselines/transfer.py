@@ -64,4 +64,6 @@ class Transfer(Method):
         teacher = build_teacher(teacher_config(cfg)).to(default_device(cfg))
         clf = fit_teacher_classifier(data, cfg, run_dir, seed, teacher)
         ncm = Predictor(teacher, teacher.preprocess, output="embedding")
-        return Fitted(clf, self.student_name(cfg), side_predictors={"teacher_ncm": ncm})
+        t = teacher_config(cfg)
+        return Fitted(clf, self.student_name(cfg), side_predictors={"teacher_ncm": ncm}, embedder=ncm,
+                      extra={"embedding": f"{t['name']} {t.get('feature', '')} as it is (no training)".replace("  ", " ")})

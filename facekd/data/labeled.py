@@ -37,6 +37,12 @@ class LabeledData:
         """True when the split withholds unknown identities (parts ``unknown_val`` and ``unknown_test``)."""
         return self.split.open_set
 
+    @property
+    def enroll_protocol(self) -> bool:
+        """True when the split withholds enrolled-only people and strangers (parts ``enroll``, ``enroll_query``,
+        ``strangers``)."""
+        return self.split.enroll_protocol
+
 
 _MISSING = object()
 FRAMINGS = ("pad", "squash", "crop")
@@ -63,7 +69,10 @@ def protocol_from_cfg(cfg: Mapping[str, Any]) -> SplitProtocol:
     """The split protocol of a ``data`` config section (its numbers checked, each refusal naming its key)."""
     return SplitProtocol(per_class=_get(cfg, "per_class"), val=_get(cfg, "val"), test=_get(cfg, "test", None),
                          seed=_get(cfg, "split_seed", 0), too_few=_get(cfg, "too_few", "error"),
-                         unknown_identities=_get(cfg, "unknown_identities", 0))
+                         unknown_identities=_get(cfg, "unknown_identities", 0),
+                         enroll_identities=_get(cfg, "enroll_identities", 0),
+                         enroll_shots=_get(cfg, "enroll_shots", 2),
+                         stranger_identities=_get(cfg, "stranger_identities", 0))
 
 
 def data_identity(cfg: Mapping[str, Any]) -> dict:
@@ -74,6 +83,9 @@ def data_identity(cfg: Mapping[str, Any]) -> dict:
     d = dict(plain(cfg) or {})
     if not d.get("unknown_identities"):
         d.pop("unknown_identities", None)
+    if not (d.get("enroll_identities") or d.get("stranger_identities")):
+        for k in ("enroll_identities", "enroll_shots", "stranger_identities"):
+            d.pop(k, None)
     return d
 
 

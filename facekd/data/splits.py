@@ -32,6 +32,9 @@ TOO_FEW = ("error", "drop")
 PARTS = ("train", "val", "test")
 UNKNOWN_PARTS = ("unknown_val", "unknown_test")  # open set only: identities withheld from training
 _UNKNOWN_FIELDS = ("unknown_classes", *UNKNOWN_PARTS)
+# enroll protocol only: people no training step sees (enrolled from a few photos), and strangers
+ENROLL_PARTS = ("enroll", "enroll_query", "strangers")
+_ENROLL_FIELDS = ("enroll_classes", "stranger_classes", *ENROLL_PARTS)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class SplitProtocol:
     seed: int = 0
     too_few: str = "error"  # error | drop
     unknown_identities: int = 0  # open set: N calibration + N test unknown identities withheld from training
+    enroll_identities: int = 0  # enroll protocol: people withheld from every training step, enrolled from photos
+    enroll_shots: int = 2  # photos of each of them that may be enrolled (the rest are their queries)
+    stranger_identities: int = 0  # enroll protocol: people never enrolled nor trained on (real strangers)
 
     def __post_init__(self) -> None:
         checked = {
@@ -57,6 +63,12 @@ class SplitProtocol:
             "unknown_identities": check_int(self.unknown_identities, "data.unknown_identities", minimum=0,
                                             what="identities withheld from training for each of the open-set "
                                                  "parts unknown_val and unknown_test; 0 = closed set"),
+            "enroll_identities": check_int(self.enroll_identities, "data.enroll_identities", minimum=0,
+                                           what="people withheld from training and only enrolled; 0 = none"),
+            "enroll_shots": check_int(self.enroll_shots, "data.enroll_shots", minimum=1,
+                                      what="photos of each enrolled-only person that go into the gallery"),
+            "stranger_identities": check_int(self.stranger_identities, "data.stranger_identities", minimum=0,
+                                             what="people never trained on nor enrolled, the real strangers"),
         }
         for k, v in checked.items():  # plain Python values (not numpy's), so the manifest and its hash are stable
             object.__setattr__(self, k, v)
@@ -67,7 +79,15 @@ class SplitProtocol:
         d = asdict(self)
         if not d["unknown_identities"]:
             del d["unknown_identities"]
+        if not self.enroll_protocol:
+            for k in ("enroll_identities", "enroll_shots", "stranger_identities"):
+                del d[k]
         return d
+
+    @property
+    def enroll_protocol(self) -> bool:
+        """True when people are withheld as enrolled-only people or strangers."""
+        return bool(self.enroll_identities or self.stranger_identities)
 
     @property
     def needed(self) -> int:
@@ -92,6 +112,17 @@ class Split:
     unknown_classes: list[str] = field(default_factory=list)
     unknown_val: list[tuple[str, int]] = field(default_factory=list)
     unknown_test: list[tuple[str, int]] = field(default_factory=list)
+    # enroll protocol only: enroll / enroll_query label by index into enroll_classes, strangers into stranger_classes
+    enroll_classes: list[str] = field(default_factory=list)
+    stranger_classes: list[str] = field(default_factory=list)
+    enroll: list[tuple[str, int]] = field(default_factory=list)
+    enroll_query: list[tuple[str, int]] = field(default_factory=list)
+    strangers: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def enroll_protocol(self) -> bool:
+        """True when the split withholds enrolled-only people or strangers (``data=orl_enroll``)."""
+        return bool(self.enroll_classes or self.stranger_classes)
 
     @property
     def open_set(self) -> bool:
@@ -100,11 +131,11 @@ class Split:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        return PARTS + (UNKNOWN_PARTS if self.open_set else ())
+        return PARTS + (UNKNOWN_PARTS if self.open_set else ()) + (ENROLL_PARTS if self.enroll_protocol else ())
 
     def part(self, name: str) -> list[tuple[str, int]]:
-        if name not in PARTS + UNKNOWN_PARTS:
-            raise KeyError(f"unknown split part '{name}'; use {', '.join(PARTS + UNKNOWN_PARTS)}")
+        if name not in PARTS + UNKNOWN_PARTS + ENROLL_PARTS:
+            raise KeyError(f"unknown split part '{name}'; use {', '.join(PARTS + UNKNOWN_PARTS + ENROLL_PARTS)}")
         return getattr(self, name)
 
     @property
@@ -113,12 +144,18 @@ class Split:
         key = {"fp": self.data_fingerprint, "p": self.protocol, "t": self.train, "v": self.val, "s": self.test}
         if self.open_set:
             key.update(uc=self.unknown_classes, uv=self.unknown_val, us=self.unknown_test)
+        if self.enroll_protocol:
+            key.update(ec=self.enroll_classes, sc=self.stranger_classes, e=self.enroll, eq=self.enroll_query,
+                       st=self.strangers)
         return config_hash(key)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         if not self.open_set:  # a closed-set manifest is written exactly as before the open-set parts existed
             for k in _UNKNOWN_FIELDS:
+                del d[k]
+        if not self.enroll_protocol:
+            for k in _ENROLL_FIELDS:
                 del d[k]
         return d
 
@@ -129,7 +166,7 @@ class Split:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Split":
         d = read_json(path)
-        for k in PARTS + tuple(k for k in UNKNOWN_PARTS if k in d):
+        for k in PARTS + tuple(k for k in UNKNOWN_PARTS + ENROLL_PARTS if k in d):
             d[k] = [(p, int(y)) for p, y in d[k]]
         return cls(**d)
 
@@ -137,16 +174,18 @@ class Split:
         """Refuse a split manifest that does not describe ``faces`` (other files or other labels)."""
         known = {p: faces.classes[y] for p, y in zip(faces.paths, faces.labels)}
         for part in self.parts:
-            names = self.unknown_classes if part in UNKNOWN_PARTS else self.classes
+            names = (self.unknown_classes if part in UNKNOWN_PARTS else self.stranger_classes if part == "strangers"
+                     else self.enroll_classes if part in ENROLL_PARTS else self.classes)
             for p, y in self.part(part):
                 if p not in known:
                     raise FaceDataError(f"split manifest lists {p} ({part}), which is not in the data folder {faces.root}")
                 if not 0 <= y < len(names) or known[p] != names[y]:
                     raise FaceDataError(f"split manifest labels {p} ({part}) as "
                                         f"'{names[y] if 0 <= y < len(names) else y}' but the folder says '{known[p]}'")
-        both = sorted(set(self.unknown_classes) & set(self.classes))
+        groups = [set(self.classes), set(self.unknown_classes), set(self.enroll_classes), set(self.stranger_classes)]
+        both = sorted({n for i, a in enumerate(groups) for b in groups[i + 1:] for n in a & b})
         if both:
-            raise FaceDataError(f"identities listed both as known and as unknown: {both[:10]}")
+            raise FaceDataError(f"identities listed in two roles (trained, unknown, enrolled-only, stranger): {both[:10]}")
         calibration = {n for _, y in self.unknown_val for n in [self.unknown_classes[y]]}
         tested = {n for _, y in self.unknown_test for n in [self.unknown_classes[y]]}
         if calibration & tested:
@@ -202,6 +241,14 @@ def make_split(faces: FaceSet, protocol: SplitProtocol) -> Split:
         for i, y in enumerate(calibration + tested):
             (unknown_val if i < n_unknown else unknown_test).extend((p, i) for p in sorted(by_class[y]))
         kept = [y for y in kept if y not in set(withheld)]
+    enrolled, strangers, kept = _draw_enroll_people(faces, by_class, kept, protocol)
+    enroll, enroll_query = [], []
+    for i, y in enumerate(enrolled):  # the first enroll_shots photos (in a seeded order) may be enrolled
+        ps = sorted(by_class[y])
+        order = [ps[j] for j in np.random.default_rng([protocol.seed, 0xE7, i]).permutation(len(ps))]
+        enroll += [(p, i) for p in order[:protocol.enroll_shots]]
+        enroll_query += [(p, i) for p in order[protocol.enroll_shots:]]
+    stranger_part = [(p, i) for i, y in enumerate(strangers) for p in sorted(by_class[y])]
     classes = [faces.classes[y] for y in kept]
     train, val, test = [], [], []
     for new_y, y in enumerate(kept):
@@ -214,7 +261,36 @@ def make_split(faces: FaceSet, protocol: SplitProtocol) -> Split:
         test += [(p, new_y) for p in order[b:c]]
     return Split(dataset=faces.name, root=str(faces.root), protocol=protocol.as_dict(), classes=classes,
                  train=train, val=val, test=test, dropped=sorted(short), data_fingerprint=_fingerprint(faces),
-                 unknown_classes=unknown_classes, unknown_val=unknown_val, unknown_test=unknown_test)
+                 unknown_classes=unknown_classes, unknown_val=unknown_val, unknown_test=unknown_test,
+                 enroll_classes=[faces.classes[y] for y in enrolled],
+                 stranger_classes=[faces.classes[y] for y in strangers], enroll=enroll, enroll_query=enroll_query,
+                 strangers=stranger_part)
+
+
+def _draw_enroll_people(faces: FaceSet, by_class: dict[int, list[str]], kept: list[int], protocol: SplitProtocol
+                        ) -> tuple[list[int], list[int], list[int]]:
+    """``(enrolled-only people, strangers, the rest)``: drawn from the split seed by a generator of their own.
+
+    Enrolled-only people need ``enroll_shots`` photos plus at least one query photo."""
+    n_e, n_s = protocol.enroll_identities, protocol.stranger_identities
+    if not (n_e or n_s):
+        return [], [], kept
+    if protocol.unknown_identities:
+        raise ConfigError("data.unknown_identities and the enroll protocol (data.enroll_identities, "
+                          "data.stranger_identities) both withhold people; use one of them (data=orl_openset or "
+                          "data=orl_enroll)")
+    if len(kept) - n_e - n_s < 2:
+        raise ConfigError(f"data.enroll_identities={n_e} and data.stranger_identities={n_s} withhold {n_e + n_s} "
+                          f"people, but {faces.name} has {len(kept)} usable ones, so fewer than 2 would remain to "
+                          "train on; lower them")
+    order = np.random.default_rng([protocol.seed, 0xE2011]).permutation(len(kept))
+    withheld = [kept[i] for i in order[:n_e + n_s]]
+    enrolled, strangers = sorted(withheld[:n_e]), sorted(withheld[n_e:])
+    short = [faces.classes[y] for y in enrolled if len(by_class[y]) <= protocol.enroll_shots]
+    if short:
+        raise FaceDataError(f"enrolled-only people need data.enroll_shots={protocol.enroll_shots} photos plus one to "
+                            f"query, but {', '.join(short[:10])} have fewer; lower data.enroll_shots")
+    return enrolled, strangers, [y for y in kept if y not in set(withheld)]
 
 
 def load_or_make_split(faces: FaceSet, protocol: SplitProtocol, splits_dir: str | os.PathLike) -> tuple[Split, Path]:

@@ -263,7 +263,8 @@ def real_eval_sources(data: LabeledData, max_images: int | None = None) -> dict[
 
 
 def check_no_leak(train_sources: Sequence[ViewSource], data: LabeledData | None) -> None:
-    """Raise :class:`LeakageError` when a training source holds a val or test image of ``data``'s split.
+    """Raise :class:`LeakageError` when a training source holds an image of ``data``'s split that is not a training
+    image: val, test, and (open set, enroll protocol) the withheld people's photos.
 
     Photo sources name their files (absolute paths); a file counts as the same when its resolved path is
     equal.
@@ -271,9 +272,9 @@ def check_no_leak(train_sources: Sequence[ViewSource], data: LabeledData | None)
     if data is None:
         return
     root = Path(data.faces.root)
-    held = {str((root / p).resolve()) for part in ("val", "test") for p, _ in data.split.part(part)}
+    held = {str((root / p).resolve()) for part in data.split.parts if part != "train" for p, _ in data.split.part(part)}
     for src in train_sources:
         for f in src.files or ():
             if str(Path(f).resolve()) in held:
                 raise LeakageError(f"training source '{src.name}' holds {f}, a val/test image of the split "
-                                   f"{data.split.id}; val and test images must never be used for distillation")
+                                   f"{data.split.id}; val, test and withheld people's images must never be used for distillation")
