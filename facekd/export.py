@@ -35,7 +35,7 @@ class ExportError(FacekdError, RuntimeError):
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int, *,
-                metadata: Mapping[str, Any] | None = None, opset: int = 18) -> Path:
+                metadata: Mapping[str, Any] | None = None, opset: int = 18, output_name: str = OUTPUT_NAME) -> Path:
     """Export ``model`` (uint8 ``N x 3 x S x S`` images -> ``N x K``) to ``path`` as one self-contained ONNX file.
 
     The batch dimension is dynamic, ``S = image_size`` is fixed.  ``metadata`` (string values, e.g. the
@@ -56,7 +56,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int, *,
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(cpu, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], dynamic_shapes={arg: {0: batch}},
+                                        output_names=[output_name], dynamic_shapes={arg: {0: batch}},
                                         opset_version=opset, external_data=False, verbose=False)
         except Exception as e:  # the exporter raises many types; report them as one
             raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {e}\n"
@@ -95,7 +95,7 @@ def _forward_args(model: nn.Module) -> list[str]:
 def check_onnx(path: str | os.PathLike, model: nn.Module, images: torch.Tensor, *, atol: float = 1e-3) -> dict[str, Any]:
     """Run the ONNX file with onnxruntime (CPU) and the torch ``model`` (CPU, float32) on the same uint8 images.
 
-    Returns ``{"images", "max_abs_diff", "argmax_agreement", "atol", "ok"}``; ``ok`` is whether the largest
+    Returns ``{"images", "max_abs_diff", "argmax_agreement", "min_cosine", "atol", "ok"}``; ``ok`` is whether the largest
     absolute difference of the outputs is within ``atol``.
     """
     import copy
@@ -112,5 +112,7 @@ def check_onnx(path: str | os.PathLike, model: nn.Module, images: torch.Tensor, 
         raise ExportError(f"ONNX output has shape {got.shape}, torch {want.shape}")
     diff = float(np.abs(got - want).max())
     agree = float((got.argmax(1) == want.argmax(1)).mean()) if want.ndim == 2 else float("nan")
-    return {"images": int(len(images)), "max_abs_diff": diff, "argmax_agreement": agree, "atol": atol,
-            "ok": bool(diff <= atol)}
+    g, w = got.reshape(len(got), -1).astype(np.float64), want.reshape(len(want), -1).astype(np.float64)
+    cos = (g * w).sum(1) / np.maximum(np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1), 1e-12)
+    return {"images": int(len(images)), "max_abs_diff": diff, "argmax_agreement": agree,
+            "min_cosine": float(cos.min()) if len(cos) else float("nan"), "atol": atol, "ok": bool(diff <= atol)}

@@ -47,7 +47,7 @@ from facekd.validate import check_bool, check_choice, check_float, check_int, sh
 
 __all__ = ["CSV_FILE", "SHEET_FILE", "CSV_COLUMNS", "BACKENDS", "IdentifySettings", "FinetunedRun", "Face",
            "load_run", "collect_inputs", "make_detector", "detect_faces", "frame_faces", "OnnxBackend",
-           "TorchBackend", "make_backend", "identify"]
+           "TorchBackend", "make_backend", "ClassifierNamer", "GalleryNamer", "identify"]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,11 @@ _ONLY_FINETUNE = ("pass a finetune run (a folder under <paths.root>/finetune/, m
 class IdentifySettings:
     """The ``identify`` config section, checked (see ``configs/identify.yaml`` for each key)."""
 
-    model: str
+    model: str | None
     input: tuple[str, ...]
     backend: str = "onnx"
+    gallery: str | None = None
+    threshold: float | None = None
     out_dir: str | None = None
     on_corrupt: str = "error"
     min_face_prob: float = 0.9
@@ -88,12 +90,26 @@ class IdentifySettings:
         unknown = set(sec) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown identify keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        gallery = sec.get("gallery")
+        if gallery is not None and (not isinstance(gallery, (str, os.PathLike)) or not str(gallery)):
+            raise ConfigError(f"identify.gallery must be a gallery file (made by scripts/enroll.py) or null, got "
+                              f"{show_value(gallery)}")
+        if gallery is not None and sec.get("model") == "???":
+            sec["model"] = None  # the gallery names its embedder's run
         for key, example in (("model", "identify.model=runs/finetune/orl-resnet18-bce-sface-bce"),
                              ("input", "identify.input=photo.jpg or 'identify.input=[a.jpg,photos/]'")):
-            if sec.get(key) in (None, "???"):
+            if (key != "model" or gallery is None) and sec.get(key) in (None, "???"):
                 raise ConfigError(f"identify.{key} is not set; set it like {example}")
         model = sec.get("model")
-        if not isinstance(model, (str, os.PathLike)) or not str(model):
+        threshold = sec.get("threshold")
+        if threshold is not None:
+            from facekd.gallery import check_threshold
+
+            threshold = check_threshold(threshold, "identify.threshold")
+            if gallery is None:
+                raise ConfigError("identify.threshold is a cosine threshold for a gallery: set identify.gallery=FILE "
+                                  "too (a classifier run uses its own open_set.json)")
+        if model is not None and (not isinstance(model, (str, os.PathLike)) or not str(model)):
             raise ConfigError(f"identify.model must be a finetune run folder, got {show_value(model)}; set it like "
                               "identify.model=runs/finetune/orl-resnet18-bce-sface-bce")
         raw = sec.get("input")
@@ -104,8 +120,10 @@ class IdentifySettings:
         out_dir = sec.get("out_dir")
         if out_dir is not None and (not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir)):
             raise ConfigError(f"identify.out_dir must be a folder path or null, got {show_value(out_dir)}")
+        expand = lambda p: os.path.expandvars(os.path.expanduser(str(p)))  # noqa: E731
         return cls(
-            model=str(model), input=tuple(str(p) for p in items),
+            model=None if model is None else expand(model), input=tuple(expand(p) for p in items),
+            gallery=None if gallery is None else expand(gallery), threshold=threshold,
             backend=check_choice(sec.get("backend", "onnx"), "identify.backend", BACKENDS,
                                  what="which model runs: model.onnx or the torch weights"),
             out_dir=None if out_dir is None else str(out_dir),
@@ -396,30 +414,82 @@ def write_contact_sheet(faces: list[tuple[np.ndarray, str, str]], path: Path, ce
         sheet.save(tmp, format="PNG")
 
 
-def _out_dir(cfg: Mapping[str, Any], settings: IdentifySettings, run: FinetunedRun) -> Path:
+def _out_dir(cfg: Mapping[str, Any], settings: IdentifySettings, run_path: Path) -> Path:
     if settings.out_dir:
         return Path(settings.out_dir).expanduser()
     root = Path(str((cfg.get("paths") or {}).get("root", "runs")))
-    return root / "identify" / f"{run.path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return root / "identify" / f"{Path(run_path).name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 # ------------------------------------------------------------------------------------------------- entry
 
 
+class ClassifierNamer:
+    """Names faces with a finetune run's classifier (``model.onnx`` or torch) and its open-set threshold."""
+
+    def __init__(self, settings: IdentifySettings) -> None:
+        self.run = load_run(settings.model, settings.backend)
+        self.backend = make_backend(self.run, settings.backend)
+        self.batch_size = settings.batch_size
+        self.threshold = self.run.threshold
+        self.path = self.run.path
+        if self.threshold is None:
+            log.info("%s is a closed-set run (no %s: it was trained without unknown identities), so no face is "
+                     "rejected as unknown", self.run.path, OPEN_SET_FILE)
+        self.rule = ("closed-set run: no rejection" if self.threshold is None else
+                     f"threshold {self.threshold:.4f} at FAR {self.run.open_set.get('far')}")
+
+    def name(self, crops: np.ndarray) -> list[tuple[str, float, bool]]:
+        pred, score = predict(self.backend, crops, self.batch_size)
+        return [(self.run.classes[int(k)], float(s), self.threshold is None or s >= self.threshold)
+                for k, s in zip(pred, score)]
+
+
+class GalleryNamer:
+    """Names faces by cosine to a gallery's people (:mod:`facekd.gallery`) with the run's ``embedder.onnx``;
+    below the threshold (``identify.threshold``, else the gallery's calibrated one) a face is unknown."""
+
+    def __init__(self, settings: IdentifySettings) -> None:
+        from facekd.embedder import load_embedder
+        from facekd.gallery import Gallery
+
+        gallery = Gallery.load(settings.gallery)
+        model = settings.model or gallery.embedder.get("path")
+        if not model:
+            raise ConfigError(f"identify.model is not set and {settings.gallery} does not name its embedder's run; "
+                              "set identify.model=RUN")
+        self.run = load_embedder(model)
+        self.gallery = Gallery.load(settings.gallery, self.run.sha256)  # refuses another embedder's gallery
+        if not len(self.gallery):
+            raise ConfigError(f"the gallery {settings.gallery} is empty: enroll people first with "
+                              f"`python scripts/enroll.py enroll.gallery={settings.gallery} enroll.people=FOLDER`")
+        self.path = self.run.path
+        calibrated = self.gallery.threshold or {}
+        self.threshold = settings.threshold if settings.threshold is not None else calibrated.get("value")
+        self.batch_size = settings.batch_size
+        if settings.threshold is not None:
+            self.rule = f"gallery of {len(self.gallery)} people, threshold {self.threshold:.4f} (identify.threshold)"
+        elif self.threshold is not None:
+            self.rule = (f"gallery of {len(self.gallery)} people, threshold {self.threshold:.4f} calibrated at FAR "
+                         f"{calibrated.get('far')}")
+        else:
+            self.rule = f"gallery of {len(self.gallery)} people, no threshold: no rejection"
+
+    def name(self, crops: np.ndarray) -> list[tuple[str, float, bool]]:
+        return self.gallery.identify(self.run.embed(crops, self.batch_size), self.threshold)
+
+
 def identify(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Identify every face in ``identify.input`` with the finetune run ``identify.model``.
+    """Identify every face in ``identify.input`` with the finetune run ``identify.model``, or by cosine to the
+    gallery ``identify.gallery`` (made by ``scripts/enroll.py``) with its embedder.
 
     Returns a summary: ``rows`` (the CSV's rows as dicts), ``counts`` (faces, photos, and each status),
-    ``csv``, ``contact_sheet`` (path or None), ``out_dir``, ``threshold`` (None: closed-set), ``backend``.
+    ``csv``, ``contact_sheet`` (path or None), ``out_dir``, ``threshold`` (None: no rejection), ``backend``.
     Nothing is written until every photo has been read, so a refused input leaves no partial CSV.
     """
     settings = IdentifySettings.from_config(cfg["identify"])
     files = collect_inputs(settings.input)
-    run = load_run(settings.model, settings.backend)
-    backend = make_backend(run, settings.backend)
-    if run.threshold is None:
-        log.info("%s is a closed-set run (no %s: it was trained without unknown identities), so no face is "
-                 "rejected as unknown", run.path, OPEN_SET_FILE)
+    namer: ClassifierNamer | GalleryNamer = GalleryNamer(settings) if settings.gallery else ClassifierNamer(settings)
     detector = make_detector(settings.min_face_size)
     rows: list[dict[str, Any]] = []
     sheet: list[tuple[np.ndarray, str, str]] = []
@@ -440,18 +510,16 @@ def identify(cfg: Mapping[str, Any]) -> dict[str, Any]:
         if not found:
             rows.append({"file": str(f), "status": "no_face"})
             continue
-        crops = frame_faces(image, [b for b, _ in found], run, settings.margin)
-        pred, score = predict(backend, crops, settings.batch_size)
-        for i, ((box, prob), k, s) in enumerate(zip(found, pred, score)):
-            status = "known" if run.threshold is None or s >= run.threshold else "unknown"
-            name = run.classes[int(k)]
+        crops = frame_faces(image, [b for b, _ in found], namer.run, settings.margin)
+        for i, ((box, prob), (name, s, known)) in enumerate(zip(found, namer.name(crops))):
+            status = "known" if known else "unknown"
             rows.append({"file": str(f), "face": i, "x0": _fmt(box[0]), "y0": _fmt(box[1]), "x1": _fmt(box[2]),
                          "y1": _fmt(box[3]), "detection_prob": f"{prob:.4f}", "identity": name,
                          "score": f"{float(s):.6f}", "status": status})
             shown = name if status == "known" else f"unknown ({name}?)"
             sheet.append((crops[i], f"{shown}\n{float(s):.3f} {Path(f).name}", status))
 
-    out = _out_dir(cfg, settings, run)
+    out = _out_dir(cfg, settings, namer.path)
     write_csv(rows, out / CSV_FILE)
     sheet_path = None
     if settings.contact_sheet and sheet:
@@ -459,11 +527,10 @@ def identify(cfg: Mapping[str, Any]) -> dict[str, Any]:
         write_contact_sheet(sheet, sheet_path)
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     counts.update(photos=len(files), faces=counts["known"] + counts["unknown"])
-    rule = ("closed-set run: no rejection" if run.threshold is None else
-            f"threshold {run.threshold:.4f} at FAR {run.open_set.get('far')}")
-    print(f"identify: {counts['faces']} faces in {len(files)} files ({settings.backend}; {rule}): "
+    how = "gallery" if settings.gallery else settings.backend
+    print(f"identify: {counts['faces']} faces in {len(files)} files ({how}; {namer.rule}): "
           f"{counts['known']} known, {counts['unknown']} unknown, {counts['no_face']} without a face, "
           f"{counts['unreadable']} unreadable")
     print(f"identify: {out / CSV_FILE}" + (f" and {sheet_path}" if sheet_path else ""))
     return {"rows": rows, "counts": counts, "csv": out / CSV_FILE, "contact_sheet": sheet_path, "out_dir": out,
-            "threshold": run.threshold, "backend": settings.backend, "run": str(run.path)}
+            "threshold": namer.threshold, "backend": how, "run": str(namer.path)}

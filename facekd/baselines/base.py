@@ -42,6 +42,7 @@ from torch import nn
 from facekd.config import plain
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.data.preprocess import Preprocess
+from facekd.embedder import Features
 from facekd.engine import resolve_device, seed_everything
 from facekd.metrics import classification_metrics, nearest_class_mean_predict, triplet_accuracy
 from facekd.registry import Registry
@@ -106,18 +107,6 @@ class Predictor(nn.Module):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         self.eval()
         return self(self.preprocess(images.to(self.device))).float()
-
-
-class Features(nn.Module):
-    """One method of a network as a module: ``Features(net, "backbone_features")(x) == net.backbone_features(x)``
-    (an embedding taken from inside a classifier)."""
-
-    def __init__(self, net: nn.Module, method: str) -> None:
-        super().__init__()
-        self.net, self.method = net, method
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return getattr(self.net, self.method)(x)
 
 
 @dataclass
@@ -393,7 +382,8 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     if export and "finetune_run" not in fitted.extra:  # a feature_kd row's finetune run is its deployable model
         from facekd.baselines.deploy import export_predictor
 
-        saved = export_predictor(predictor, data, run_dir, name, cfg, scores["extra"].get("open_set"))
+        saved = export_predictor(predictor, data, run_dir, name, cfg, scores["extra"].get("open_set"),
+                                 embedder=fitted.embedding_model())
         if saved:
             scores["extra"]["model"] = saved
     result = MethodResult(method=name, student=fitted.student, seed=int(seed), test=scores["test"],

@@ -10,7 +10,8 @@ saves, beside its ``result.json``:
   unknowns;
 * ``manifest.json`` (stage ``baseline``): the class names, the framing and the sha256 of both files.
 
-Rows that output embeddings (classified by nearest class mean: ``pixels``, ``triplet``) save none.
+Every row also saves its face embedding as ``embedder.onnx`` (:mod:`facekd.embedder`) for ``scripts/enroll.py``;
+rows that output embeddings (``pixels``, ``triplet``) save only that.
 """
 from __future__ import annotations
 
@@ -44,31 +45,46 @@ class ImagesToScores(nn.Module):
 
 
 def export_predictor(predictor: Any, data: LabeledData, run_dir: Path, method: str, cfg: Mapping[str, Any],
-                     open_set: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-    """Save the row's model for ``identify`` (see module doc); returns what was saved, or ``None`` (embedding rows,
-    or a network the ONNX exporter cannot trace: a warning says so and the row's result is unaffected)."""
+                     open_set: Mapping[str, Any] | None = None, embedder: Any = None) -> dict[str, Any] | None:
+    """Save the row's model for ``identify`` and ``enroll`` (see module doc); returns what was saved, or ``None`` (a
+    network the ONNX exporter cannot trace: a warning says so and the row's result is unaffected).
+
+    ``embedder``: the row's embedding (a Predictor with ``output="embedding"``), saved as ``embedder.onnx``
+    (:mod:`facekd.embedder`); an embedding row saves only that."""
     from facekd.export import ExportError, check_onnx, export_onnx
     from facekd.finetune.stage import ONNX_FILE, ONNX_INPUT_SPEC
     from facekd.hashing import artifact_checksums
     from facekd.openset import OPEN_SET_FILE, write_open_set
     from facekd.runs import write_manifest
 
-    if predictor.output != "scores":
-        return None
+    from facekd.embedder import EMBEDDER_FILE, export_embedder
+
     classes = list(data.split.classes)
     size = int(data.cfg.get("image_size", 112))
-    model = ImagesToScores(predictor).to("cpu").eval()
-    try:
-        path = export_onnx(model, Path(run_dir) / ONNX_FILE, size,
-                           metadata={"classes": json.dumps(classes), "input": ONNX_INPUT_SPEC, "method": method})
-    except ExportError as e:
-        log.warning("%s: no model.onnx for identify (%s)", method, str(e).splitlines()[0])
-        return None
     images = split_datasets(data, ("val",))["val"].tensors()[0][:16]
-    parity = check_onnx(path, model, images)
-    if not parity["ok"]:
-        log.warning("%s: model.onnx differs from torch by %.3g (> %.3g)", method, parity["max_abs_diff"], parity["atol"])
-    files = [ONNX_FILE]
+    files: list[str] = []
+    parity: dict[str, Any] = {}
+    embedder_info = None
+    try:
+        if predictor.output == "scores":
+            model = ImagesToScores(predictor).to("cpu").eval()
+            path = export_onnx(model, Path(run_dir) / ONNX_FILE, size,
+                               metadata={"classes": json.dumps(classes), "input": ONNX_INPUT_SPEC, "method": method})
+            parity = check_onnx(path, model, images)
+            if not parity["ok"]:
+                log.warning("%s: model.onnx differs from torch by %.3g (> %.3g)", method, parity["max_abs_diff"],
+                            parity["atol"])
+            files.append(ONNX_FILE)
+        if embedder is not None:
+            embedder = embedder.to("cpu").eval()
+            embedder_info = export_embedder(embedder.body, embedder.preprocess, run_dir, size, images,
+                                            metadata={"method": method})
+            files.append(EMBEDDER_FILE)
+    except ExportError as e:
+        log.warning("%s: no ONNX model for identify (%s)", method, str(e).splitlines()[0])
+        return None
+    if not files:
+        return None
     if open_set:
         write_open_set(run_dir, open_set["threshold"], open_set["far_target"], open_set["n_calibration"],
                        far_calibration=open_set.get("far_calibration"), split_id=data.split.id,
@@ -76,6 +92,11 @@ def export_predictor(predictor: Any, data: LabeledData, run_dir: Path, method: s
         files.append(OPEN_SET_FILE)
     write_manifest(run_dir, STAGE, {"method": method, "method_config": plain(cfg), "data": plain(data.cfg)},
                    classes=classes, image_size=size, framing=data.cfg.get("framing", "pad"),
-                   onnx_input=ONNX_INPUT_SPEC, split_id=data.split.id, parity=parity,
-                   artifacts=artifact_checksums(run_dir, files), complete=True)
-    return {"file": ONNX_FILE, "parity_max_abs_diff": parity["max_abs_diff"]}
+                   onnx_input=ONNX_INPUT_SPEC if ONNX_FILE in files else None, split_id=data.split.id, parity=parity,
+                   embedder=embedder_info, artifacts=artifact_checksums(run_dir, files), complete=True)
+    out: dict[str, Any] = {"files": files}
+    if parity:
+        out.update(file=ONNX_FILE, parity_max_abs_diff=parity["max_abs_diff"])
+    if embedder_info:
+        out["embedder_min_cosine"] = embedder_info["parity"]["min_cosine"]
+    return out

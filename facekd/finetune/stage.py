@@ -52,6 +52,7 @@ from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.distill import load_student
 from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, signature_diff
+from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
 from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
@@ -369,9 +370,14 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     card = model_card(Preprocessed(cpu_model), repeats=settings.card_repeats)
     onnx_info: dict[str, Any] = {"exported": False}
+    embedder_info: dict[str, Any] | None = None
     if settings.export_onnx:
         onnx_info = _export(cpu_model, run_dir, xva if len(xva) else xte, settings, classes,
                             int(data_cfg.get("image_size", 112)), student)
+        embedder_info = export_embedder(Features(cpu_model, "extract"), cpu_model.preprocess, run_dir,
+                                        int(data_cfg.get("image_size", 112)),
+                                        (xva if len(xva) else xte)[: settings.parity_images],
+                                        metadata={"student": student.name, "features": settings.features})
 
     metrics = read_json(run_dir / METRICS_JSON)
     metrics.update({
@@ -384,7 +390,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_share": card["cpu_share"], "load1": float(card["load1"]), "busy": bool(card["busy"]),
         "model_card": {**card, "input_size": int(student.input_size),
                        "note": "student + norm + head on the preprocessed input, batch 1, one CPU thread, fastest of the repeats"},
-        "onnx": onnx_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
+        "onnx": onnx_info, "embedder": embedder_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
     if open_set is not None:
         metrics["open_set"] = {**open_set[0], "note": "threshold calibrated on the unknown_val identities (never "
                                "test) at far_target; dir on the known test faces, far on the unknown_test faces"}
@@ -415,7 +421,8 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                    image_size=int(data_cfg.get("image_size", 112)), framing=data_cfg.get("framing", "pad"),
                    onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
                    seed=seed, student_sha256=student_sha256,
-                   artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, FEATURES_FILE)
+                   embedder=embedder_info,
+                   artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, EMBEDDER_FILE, FEATURES_FILE)
                                                           + ((OPEN_SET_FILE,) if open_set is not None else ())
                                                           if (run_dir / f).is_file()]),
                    complete=True)
