@@ -130,3 +130,39 @@ def test_too_many_unknown_identities_refused_naming_the_key(orl):
         SplitProtocol(unknown_identities=-1)
     with pytest.raises(ConfigError, match="^data.unknown_identities must be"):
         SplitProtocol(unknown_identities=True)
+
+
+def test_enroll_protocol_has_three_disjoint_kinds_of_people(orl, tmp_path):
+    p = SplitProtocol(per_class=2, val=1, seed=0, enroll_identities=10, enroll_shots=2, stranger_identities=10)
+    a, b, c = make_split(orl, p), make_split(orl, p), make_split(orl, SplitProtocol(
+        per_class=2, val=1, seed=1, enroll_identities=10, enroll_shots=2, stranger_identities=10))
+    assert a.enroll_protocol and not a.open_set
+    assert a.parts == ("train", "val", "test", "enroll", "enroll_query", "strangers")
+    assert (len(a.classes), len(a.enroll_classes), len(a.stranger_classes)) == (20, 10, 10)
+    assert (len(a.train), len(a.val), len(a.test)) == (40, 20, 140)
+    assert (len(a.enroll), len(a.enroll_query), len(a.strangers)) == (20, 80, 100)
+    roles = [set(a.classes), set(a.enroll_classes), set(a.stranger_classes)]
+    assert not (roles[0] & roles[1]) and not (roles[0] & roles[2]) and not (roles[1] & roles[2])
+    files = [set(p for p, _ in a.part(k)) for k in a.parts]
+    assert sum(map(len, files)) == 400 == len(set().union(*files))  # every photo in exactly one part
+    for part, names in (("enroll", a.enroll_classes), ("enroll_query", a.enroll_classes),
+                        ("strangers", a.stranger_classes)):  # labels index their own class lists
+        assert all(names[y] == p.split("/")[0] for p, y in a.part(part))
+    assert a.id == b.id and a.enroll == b.enroll and a.id != c.id
+    split, path = load_or_make_split(orl, p, tmp_path)
+    again = Split.read(path)
+    assert again.strangers == split.strangers and again.id == split.id
+    again.check_matches(orl)
+    closed = SplitProtocol(per_class=2, val=1, seed=0)
+    assert "enroll_identities" not in closed.as_dict() and "enroll" not in make_split(orl, closed).as_dict()
+
+
+def test_enroll_protocol_refusals(orl):
+    with pytest.raises(ConfigError, match="fewer than 2 would remain"):
+        make_split(orl, SplitProtocol(enroll_identities=20, stranger_identities=19))
+    with pytest.raises(ConfigError, match="use one of them"):
+        make_split(orl, SplitProtocol(enroll_identities=5, unknown_identities=5))
+    with pytest.raises(FaceDataError, match="enroll_shots=10"):
+        make_split(orl, SplitProtocol(enroll_identities=5, enroll_shots=10))
+    with pytest.raises(ConfigError, match="^data.enroll_shots must be an integer >= 1"):
+        SplitProtocol(enroll_identities=5, enroll_shots=0)
