@@ -81,7 +81,10 @@ def specialize(cfg: Mapping[str, Any]) -> str:
                           "with; keep a feature_kd row (feature_kd_bce, the default) in methods")
     row, run = runs[0]
     write_json(out_dir / "model.json", {"row": row, "finetune_run": run})
-    print(f"model ({row}): {run}\nname the people in new photos with:\n"
+    print(f"model ({row}): {run}\nenroll people (no training) and name the faces in new photos with:\n"
+          f"  python scripts/enroll.py enroll.model={run} enroll.people=FOLDER_OF_PEOPLE\n"
+          f"  python scripts/identify.py identify.gallery={Path(cfg['paths']['root']) / 'galleries' / Path(run).name}.npz "
+          f"identify.input=PHOTO_OR_FOLDER\nor with its classifier (the people it was trained on):\n"
           f"  python scripts/identify.py identify.model={run} identify.input=PHOTO_OR_FOLDER")
     return run
 
