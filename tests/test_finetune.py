@@ -327,3 +327,23 @@ def test_any_face_folder_via_the_pins_config(orl, tmp_path):
     assert Path(metrics["run_dir"]).name == "pins-student-bce"  # <data>-<student run folder>-<loss>
     assert metrics["n_images"] == {"train": 12, "val": 4, "test": 8} and metrics["num_classes"] == 4
     assert read_manifest(metrics["run_dir"], "finetune")["image_size"] == 224
+
+
+def test_cosface_loss_by_hand_and_its_cosine_head():
+    """CosFace: cross-entropy on scale x cosine with the margin taken off the target's cosine; the head's scores
+    depend only on the features' direction."""
+    import torch.nn.functional as F
+
+    from facekd.finetune.task import COSFACE_MARGIN, classification_loss, head_for
+    from facekd.models import CosineHead
+
+    head = CosineHead(4, 3, scale=16.0)
+    x = torch.randn(5, 4)
+    logits = head(x)
+    torch.testing.assert_close(logits, head(3.0 * x))  # scale-free in the features
+    assert logits.abs().max() <= 16.0 + 1e-4
+    y = torch.tensor([0, 1, 2, 0, 1])
+    want = F.cross_entropy(logits - 16.0 * COSFACE_MARGIN * F.one_hot(y, 3), y)
+    torch.testing.assert_close(classification_loss("cosface", logits, y, 16.0), want)
+    assert classification_loss("cosface", logits, y) > classification_loss("ce", logits, y)  # the margin costs
+    assert head_for("cosface") == "cosine" and head_for("ce") == "linear"

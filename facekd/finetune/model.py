@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facekd.models import LinearHead, Student
+from facekd.models import CosineHead, LinearHead, Student
 from facekd.models.standardize import Standardize
 from facekd.errors import ConfigError
 
-__all__ = ["FEATURES", "NORMS", "FeatureNorm", "SpecializedModel", "Preprocessed"]
+__all__ = ["FEATURES", "HEADS", "NORMS", "FeatureNorm", "SpecializedModel", "Preprocessed"]
 
 FEATURES = ("embed", "backbone")
+HEADS = ("linear", "cosine")
 NORMS = ("none", "standardize", "l2")
 
 
@@ -48,9 +49,11 @@ class FeatureNorm(Standardize):
 
 class SpecializedModel(nn.Module):
     """Student (``features``: ``embed`` = its distilled ``out_dim`` output, or ``backbone`` = its
-    ``feature_dim`` penultimate features) -> :class:`FeatureNorm` -> :class:`LinearHead`."""
+    ``feature_dim`` penultimate features) -> :class:`FeatureNorm` -> :class:`LinearHead` (``head="linear"``) or
+    :class:`CosineHead` (``head="cosine"``, for the cosine-margin loss)."""
 
-    def __init__(self, student: Student, num_classes: int, features: str = "embed", norm: str = "none") -> None:
+    def __init__(self, student: Student, num_classes: int, features: str = "embed", norm: str = "none",
+                 head: str = "linear") -> None:
         super().__init__()
         if features not in FEATURES:
             raise ConfigError(f"unknown features '{features}'; use one of {', '.join(FEATURES)}")
@@ -58,7 +61,9 @@ class SpecializedModel(nn.Module):
         self.features = features
         dim = student.out_dim if features == "embed" else student.feature_dim
         self.norm = FeatureNorm(dim, norm)
-        self.head = LinearHead(dim, num_classes)
+        if head not in HEADS:
+            raise ConfigError(f"unknown head '{head}'; use one of {', '.join(HEADS)}")
+        self.head = LinearHead(dim, num_classes) if head == "linear" else CosineHead(dim, num_classes)
 
     @property
     def preprocess(self):

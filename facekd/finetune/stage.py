@@ -56,7 +56,7 @@ from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
 from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
-from facekd.finetune.task import LOSSES, HeadTask, predict_scores
+from facekd.finetune.task import LOSSES, HeadTask, head_for, predict_scores
 from facekd.hashing import artifact_checksums, read_safetensors, verify_artifacts
 from facekd.metrics import classification_metrics
 from facekd.openset import OPEN_SET_FILE
@@ -265,7 +265,8 @@ def load_finetuned(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     how = dict(writer="the finetune stage", fix=f"rerun it: {finetune_command(run_dir, m)}")
     verify_artifacts(run_dir, m, [MODEL_FILE], **how)
     student = build_student(m["student"]["config"], int(m["student"]["out_dim"]))
-    model = SpecializedModel(student, len(m["classes"]), m["features"], m["feature_norm"])
+    loss = ((m.get("config") or {}).get("finetune") or {}).get("loss", "bce")
+    model = SpecializedModel(student, len(m["classes"]), m["features"], m["feature_norm"], head_for(loss))
     weights = read_safetensors(run_dir / MODEL_FILE, **how)
     try:
         state = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
@@ -317,7 +318,8 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     seed_everything(seed)
     seed_augmentation(sets["train"], seed)  # finetune.augment: the views drawn follow the seed, not the process
-    model = SpecializedModel(student, len(classes), settings.features, settings.feature_norm).to(device)
+    model = SpecializedModel(student, len(classes), settings.features, settings.feature_norm,
+                             head_for(settings.loss)).to(device)
     bs = settings.eval_batch_size
     ftr = _features(model, xtr, device, bs, "train features")
     model.norm.fit(ftr)

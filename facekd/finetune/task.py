@@ -24,15 +24,24 @@ from facekd.finetune.model import SpecializedModel
 from facekd.metrics import classification_metrics, selection_score
 from facekd.errors import ConfigError
 
-__all__ = ["LOSSES", "classification_loss", "HeadTask", "predict_scores"]
+__all__ = ["LOSSES", "COSFACE_MARGIN", "head_for", "classification_loss", "HeadTask", "predict_scores"]
 
-LOSSES = ("bce", "ce")
+LOSSES = ("bce", "ce", "cosface")
+COSFACE_MARGIN = 0.25  # subtracted from the target class's cosine (the head's scale is 16: the logit drops by 4)
 
 
-def classification_loss(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def head_for(loss: str) -> str:
+    """The head a loss trains: ``cosine`` for ``cosface``, else ``linear``."""
+    return "cosine" if loss == "cosface" else "linear"
+
+
+def classification_loss(name: str, logits: torch.Tensor, labels: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
     """``bce``: sigmoid binary cross-entropy against one-hot labels, mean over N x K (the paper's);
-    ``ce``: softmax cross-entropy."""
+    ``ce``: softmax cross-entropy; ``cosface``: cross-entropy on a cosine head's logits (``scale`` x cosine) with
+    :data:`COSFACE_MARGIN` taken off the target class's cosine (CosFace, large-margin cosine loss)."""
     logits = logits.float()
+    if name == "cosface":
+        return F.cross_entropy(logits - scale * COSFACE_MARGIN * F.one_hot(labels, logits.shape[1]), labels)
     if name == "bce":
         return F.binary_cross_entropy_with_logits(logits, F.one_hot(labels, logits.shape[1]).float())
     if name == "ce":
@@ -122,7 +131,7 @@ class HeadTask(Task):
     def training_step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, y = batch
         logits = self.scores(x)
-        loss = classification_loss(self.loss_name, logits, y)
+        loss = classification_loss(self.loss_name, logits, y, getattr(self.head, "scale", 16.0))
         return loss, {"train_accuracy": (logits.argmax(1) == y).float().mean().detach()}
 
     @torch.no_grad()
@@ -130,7 +139,7 @@ class HeadTask(Task):
         self._sync_student()
         x, y = self.val
         logits = predict_scores(self.scores, x, self.device, self.eval_batch_size)
-        out = {"val_loss": float(classification_loss(self.loss_name, logits, y.cpu()))}
+        out = {"val_loss": float(classification_loss(self.loss_name, logits, y.cpu(), getattr(self.head, "scale", 16.0)))}
         metrics = classification_metrics(y.cpu().numpy(), logits.argmax(1).numpy(), labels=list(range(logits.shape[1])))
         out.update({f"val_{k}": v for k, v in metrics.items()})
         if self.select_on is not None:

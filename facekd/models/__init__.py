@@ -7,8 +7,8 @@ Other layers use only this API::
     student.embed(student.preprocess(images))         # B x D, distilled towards the teacher
 """
 from facekd.models.base import ModelWeightsError, Student, Teacher, load_state_strict, require_weights_file
-from facekd.models.heads import LinearHead
+from facekd.models.heads import CosineHead, LinearHead
 from facekd.models.registry import STUDENTS, TEACHERS, build_student, build_teacher, teacher_architecture
 
 __all__ = ["TEACHERS", "STUDENTS", "build_teacher", "build_student", "teacher_architecture", "Teacher", "Student",
-           "LinearHead", "ModelWeightsError", "load_state_strict", "require_weights_file"]
+           "LinearHead", "CosineHead", "ModelWeightsError", "load_state_strict", "require_weights_file"]

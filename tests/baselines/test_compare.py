@@ -66,7 +66,8 @@ def test_smoke_profile_is_read_from_the_run():
     ("feature_kd_bce_unfrozen_lr01", "feature_kd_bce_unfrozen", ("finetune", "backbone_lr_scale"), 0.1),
     ("feature_kd_bce_mixup", "feature_kd_bce", ("distill_overrides",), ["distill.sources.labeled_mixup.weight=1.0"]),
     ("feature_kd_bce_mixup_lr01", "feature_kd_bce_unfrozen_lr01", ("distill_overrides",),
-     ["distill.sources.labeled_mixup.weight=1.0"])])
+     ["distill.sources.labeled_mixup.weight=1.0"]),
+    ("feature_kd_bce_mixup_cosface", "feature_kd_bce_mixup_lr01", ("finetune", "loss"), "cosface")])
 def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, value):
     """A variant row is its parent's config with one key changed (at the real sizes, not the smoke profile), so
     the two rows of one table differ only in what the variant's name says."""

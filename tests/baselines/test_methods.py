@@ -10,7 +10,7 @@ from facekd.baselines.kd_labels import hinton_kd_loss
 
 ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "subclass_kd", "triplet", "maml", "maml_fo",
         "feature_kd_bce", "feature_kd_bce_unfrozen", "feature_kd_bce_unfrozen_lr01", "feature_kd_bce_skd",
-        "feature_kd_bce_mixup", "feature_kd_bce_mixup_lr01"]
+        "feature_kd_bce_mixup", "feature_kd_bce_mixup_lr01", "feature_kd_bce_mixup_cosface"]
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -42,7 +42,7 @@ def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
         tuned = load_finetuned(res.extra["finetune_run"])[0].student.state_dict()
         same = all(torch.equal(distilled[k], tuned[k]) for k in distilled if k.endswith("weight"))
         unfrozen = bool(mcfg["finetune"].get("unfreeze", False))
-        assert unfrozen is (row.endswith("lr01") or row.endswith("unfrozen"))  # the rows are what their names say
+        assert unfrozen is row.endswith(("lr01", "unfrozen", "cosface"))  # the rows are what their names say
         assert same is not unfrozen  # the unfrozen rows train the backbone, the frozen ones never
         manifest = json.loads((Path(res.extra["student_run"]) / "manifest.json").read_text())
         assert (manifest["taps"] is not None) is (row == "feature_kd_bce_skd")  # multi-layer targets only where asked
