@@ -205,6 +205,7 @@ class Gallery:
     embedder: dict[str, Any] = field(default_factory=dict)  # what made the embeddings (path, image size, framing)
 
     def __post_init__(self) -> None:
+        self._index: tuple[Any, Any] | None = None  # (what it was built from, the search index)
         if self.embeddings is None:
             self.embeddings = np.zeros((0, self.dim), np.float32)
         if self.owners is None:
@@ -272,6 +273,39 @@ class Gallery:
         del self.names[p]
         return gone
 
+    def search_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, their person)`` a face is matched against: one normalised mean per person (``mean``) or
+        every photo (``all``)."""
+        if self.template == "all":
+            return self.embeddings, self.owners.astype(np.int64)
+        sums = np.zeros((len(self.names), self.dim), dtype=np.float64)
+        np.add.at(sums, self.owners, self.embeddings)
+        return normalize(sums), np.arange(len(self.names), dtype=np.int64)
+
+    def index(self) -> Any:
+        """The search index over :meth:`search_rows` (:func:`facekd.gallery_index.build_index`: exact up to
+        ``EXACT_MAX`` rows, HNSW beyond), built once per state of the gallery."""
+        from facekd import gallery_index
+
+        key = (self.template, len(self.embeddings), tuple(self.names[-1:]), float(self.embeddings.sum()))
+        if self._index is None or self._index[0] != key:
+            self._index = (key, gallery_index.build_index(self.search_rows()[0], exact_max=gallery_index.EXACT_MAX))
+        return self._index[1]
+
+    def best(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(best person, score)`` of each query: by the full score matrix up to ``EXACT_MAX`` rows, by the
+        search index beyond (a million faces answer in milliseconds)."""
+        from facekd.gallery_index import EXACT_MAX
+
+        if not len(self.names):
+            identify_scores(np.zeros((len(queries), 0)), None)  # the empty-gallery message
+        rows, owners = self.search_rows()
+        if len(rows) <= EXACT_MAX:
+            best, score, _ = identify_scores(self.scores(queries), None)
+            return best, score
+        ids, score = self.index().search(normalize(queries), 1)
+        return owners[ids[:, 0]], score[:, 0]
+
     def scores(self, queries: np.ndarray, template: str | None = None) -> np.ndarray:
         """N x P cosine scores of ``queries`` against every enrolled person."""
         return person_scores(queries, self.embeddings, self.owners, len(self.names), template or self.template)
@@ -279,15 +313,34 @@ class Gallery:
     def identify(self, queries: np.ndarray, threshold: float | None = None) -> list[tuple[str, float, bool]]:
         """``[(best person, score, known)]`` per query; ``threshold`` None uses the calibrated one (or none)."""
         t = threshold if threshold is not None else (self.threshold or {}).get("value")
-        best, score, known = identify_scores(self.scores(queries), t)
+        best, score = self.best(queries)
+        known = np.ones(len(score), bool) if t is None else score >= t
         return [(self.names[b], float(s), bool(k)) for b, s, k in zip(best, score, known)]
 
     def impostor_scores(self, impostors: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The impostor scores :func:`calibrate` takes: ``enrolled`` (leave one person out) and ``synthetic``."""
+        from facekd.gallery_index import EXACT_MAX
+
+        if len(self.search_rows()[0]) > EXACT_MAX:
+            return self._impostor_scores_by_index(impostors)
         out = {"enrolled": leave_one_person_out_scores(self.embeddings, self.owners, len(self.names), self.template)}
         if impostors is not None:
             out["synthetic"] = best_impostor_scores(impostors, self.embeddings, self.owners, len(self.names),
                                                     self.template)
+        return out
+
+    def _impostor_scores_by_index(self, impostors: np.ndarray | None, sample: int = 5000, k: int = 16
+                                  ) -> dict[str, np.ndarray]:
+        """:meth:`impostor_scores` for a large gallery: a seeded sample of enrolled photos, each scored by its
+        best search hit of another person among the top ``k``."""
+        rows, owners = self.search_rows()
+        pick = np.random.default_rng(0).permutation(len(self.embeddings))[:sample]
+        ids, scores = self.index().search(self.embeddings[pick], k)
+        other = (ids >= 0) & (owners[np.maximum(ids, 0)] != self.owners[pick, None])
+        lopo = np.where(other, scores, -np.inf).max(axis=1)
+        out = {"enrolled": lopo[np.isfinite(lopo)].astype(np.float32)}
+        if impostors is not None and len(impostors):
+            out["synthetic"] = self.index().search(normalize(impostors), 1)[1][:, 0]
         return out
 
     # -- file

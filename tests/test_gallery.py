@@ -142,3 +142,24 @@ def test_threshold_outside_minus_one_one_is_refused(bad):
     with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
         check_threshold(bad, "identify.threshold")
     assert check_threshold(-1, "x") == -1.0 and check_threshold(0.4, "x") == 0.4
+
+
+def test_a_large_gallery_answers_by_its_index(monkeypatch):
+    """Beyond EXACT_MAX rows a gallery searches its index; the answers equal the exact ones on separable people."""
+    import facekd.gallery_index as gi
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(300, 32)).astype(np.float32)
+    g = Gallery(embedder_sha256=SHA, dim=32)
+    for i, c in enumerate(centres):
+        g.add(f"p{i}", c + 0.05 * rng.normal(size=(2, 32)), [f"p{i}a", f"p{i}b"])
+    queries = centres[:50] + 0.05 * rng.normal(size=(50, 32))
+    exact = g.identify(queries)
+    monkeypatch.setattr(gi, "EXACT_MAX", 100)  # 300 people: now "large"
+    by_index = g.identify(queries)
+    assert [n for n, _, _ in by_index] == [n for n, _, _ in exact] == [f"p{i}" for i in range(50)]
+    np.testing.assert_allclose([s for _, s, _ in by_index], [s for _, s, _ in exact], atol=1e-5)
+    assert isinstance(g.index(), gi.AnnIndex)
+    scores = g.impostor_scores(rng.normal(size=(20, 32)))
+    assert len(scores["enrolled"]) == 600 and len(scores["synthetic"]) == 20
+    assert scores["enrolled"].max() < 0.9  # another person's best match, never the photo's own
