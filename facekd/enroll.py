@@ -267,7 +267,7 @@ def enroll(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 log.warning("%s: no photo with a face, so %s is not enrolled", name, name)
                 continue
             embedded[name] = (emb, used)
-        grey = _all_grey(settings.people, folders) if not len(gallery.embeddings) else gallery.embedder.get("grey")
+        grey = _all_grey(folders) if not len(gallery.embeddings) else gallery.embedder.get("grey")
         gallery.embedder["grey"] = bool(grey)
         for name, (emb, used) in embedded.items():
             how = gallery.add(name, emb, used, settings.on_exists)
@@ -286,7 +286,7 @@ def enroll(cfg: Mapping[str, Any]) -> dict[str, Any]:
             **changes}
 
 
-def _all_grey(root: str, folders: Mapping[str, list[Path]], sample: int = 20) -> bool:
+def _all_grey(folders: Mapping[str, list[Path]], sample: int = 20) -> bool:
     """Whether the photos are grey (R = G = B), judged on up to ``sample`` of them."""
     photos = [p for ps in folders.values() for p in ps][:sample]
     for p in photos:

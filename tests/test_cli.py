@@ -22,6 +22,8 @@ SCRIPTS = {  # script -> (config, words its --help must hold)
     "model_card.py": ("model_card", "model card"),
     "probe_teacher.py": ("probe_teacher", "teacher a face teacher"),
     "identify.py": ("identify", "Name the people in photos"),
+    "enroll.py": ("enroll", "Enroll people into a gallery"),
+    "verify.py": ("verify", "same person or not"),
     "specialize.py": ("specialize", "A face model for your own people"),
     "scale_curve.py": ("scale_curve", "quality against the number of synthetic faces"),
 }
