@@ -33,7 +33,7 @@ from facekd.gallery import (best_impostor_scores, calibrate, dir_far, empirical_
                             leave_one_person_out_scores, normalize, person_scores)
 
 __all__ = ["Embed", "render_synthetic", "first_k", "gallery_figures", "protocol_embeddings", "save_embeddings",
-           "load_embeddings"]
+           "load_embeddings", "teacher_agreement", "agreement_table"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,61 @@ def gallery_figures(emb: Mapping[str, tuple[np.ndarray, np.ndarray]], shots: Seq
                   "trained_queries": int(len(yte)), "enrolled_queries": int(len(yq)), "strangers": int(len(est)),
                   "synthetic": int(len(synthetic)) if synthetic is not None else 0}}
     return out
+
+
+def teacher_agreement(student: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                      teacher: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """How much of the teacher's face space a student carries to people it never saw.
+
+    ``r2_unseen``: R² of a linear map from the student's embedding to the teacher's, fitted (ridge) on the trained
+    people's photos (ridge regression, its penalty chosen by leave-one-out on those photos: scikit-learn's RidgeCV)
+    and scored on the enrolled-only people's photos; ``r2_trained``: the same map scored where it
+    was fitted; ``similarity_corr``: the correlation between the student's and the teacher's cosine similarities of
+    every pair of the enrolled-only people's photos (1 = the same neighbourhoods).
+    """
+    fit, unseen = ("train", "val", "test"), ("enroll", "enroll_query")
+    xs, xt = (np.concatenate([e[p][0] for p in fit]).astype(np.float64) for e in (student, teacher))
+    us, ut = (np.concatenate([e[p][0] for p in unseen]).astype(np.float64) for e in (student, teacher))
+    from sklearn.linear_model import RidgeCV
+
+    model = RidgeCV(alphas=np.logspace(-4, 3, 15)).fit(xs, xt)
+
+    def r2(x: np.ndarray, y: np.ndarray) -> float:
+        return float(1 - ((y - model.predict(x)) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+
+    iu = np.triu_indices(len(us), 1)
+    ss, st = (normalize(u) @ normalize(u).T for u in (us, ut))
+    return {"r2_trained": r2(xs, xt), "r2_unseen": r2(us, ut),
+            "similarity_corr": float(np.corrcoef(ss[iu], st[iu])[0, 1])}
+
+
+def agreement_table(results_json: str, teacher_row: str = "transfer") -> str:
+    """:func:`teacher_agreement` of every row of a comparison's ``results.json`` (enroll protocol), mean ± std over
+    seeds, as a markdown table."""
+    import json
+    from pathlib import Path
+
+    results = json.loads(Path(results_json).read_text())["results"]
+    teacher = load_embeddings(Path(results[teacher_row][0]["run_dir"]) / "gallery_embeddings.npz")
+    lines = ["| row | seeds | R² to the teacher, trained people | R² to the teacher, unseen people | "
+             "pair-similarity correlation, unseen people |", "|---|---|---|---|---|"]
+    for row, seeds in results.items():
+        if row == teacher_row:
+            continue
+        figs = [teacher_agreement(load_embeddings(Path(r["run_dir"]) / "gallery_embeddings.npz"), teacher)
+                for r in seeds]
+        cells = [f"{np.mean([f[k] for f in figs]):.3f} ± {np.std([f[k] for f in figs]):.3f}"
+                 for k in ("r2_trained", "r2_unseen", "similarity_corr")]
+        lines.append(f"| {row} | {len(figs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="How much of the teacher's face space each row of an enroll-"
+                                                 "protocol comparison carries to unseen people.")
+    parser.add_argument("results_json", help="the comparison's results.json (data=orl_enroll)")
+    parser.add_argument("--teacher-row", default="transfer")
+    args = parser.parse_args()
+    print(agreement_table(args.results_json, args.teacher_row))

@@ -68,3 +68,16 @@ def test_more_shots_never_lose_people(k):
     f = gallery_figures(emb, shots=(k,), far=0.1)[f"k{k}"]
     assert f["n"]["people"] == 5 and f["template"] in ("mean", "all")
     assert 0.0 <= f["dir"] <= f["trained_accuracy"] + f["enrolled_accuracy"]
+
+
+def test_teacher_agreement_is_one_for_the_teacher_and_low_for_noise():
+    from facekd.gallery_eval import teacher_agreement
+
+    rng = np.random.default_rng(0)
+    parts = ("train", "val", "test", "enroll", "enroll_query")
+    teacher = {p: (rng.normal(size=(30, 8)).astype(np.float32), np.zeros(30, np.int64)) for p in parts}
+    same = teacher_agreement(teacher, teacher)
+    assert same["r2_unseen"] == pytest.approx(1.0, abs=1e-3) and same["similarity_corr"] == pytest.approx(1.0)
+    noise = {p: (rng.normal(size=(30, 8)).astype(np.float32), y) for p, (_, y) in teacher.items()}
+    other = teacher_agreement(noise, teacher)
+    assert other["r2_unseen"] < 0.1 and abs(other["similarity_corr"]) < 0.3
