@@ -28,11 +28,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from facekd.config import plain
 from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
 from facekd.errors import ConfigError, InputFileError
 from facekd.gallery import CALIBRATIONS, ON_EXISTS, TEMPLATES, Gallery, calibrate
-from facekd.validate import check_bool, check_choice, check_float, check_int, show_value
+from facekd.validate import check_bool, check_choice, check_float, check_int, check_path, known_section
 
 __all__ = ["EnrollSettings", "enroll", "person_folders", "embed_photos", "calibrate_gallery", "gallery_path"]
 
@@ -66,19 +65,13 @@ class EnrollSettings:
     def from_config(cls, section: Mapping[str, Any]) -> "EnrollSettings":
         from facekd.openset import check_far
 
-        sec = dict(plain(section))
-        unknown = set(sec) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown enroll keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        for key in ("model", "people", "gallery", "synthetic"):
-            v = sec.get(key)
-            if v is not None and (not isinstance(v, (str, os.PathLike)) or not str(v)):
-                raise ConfigError(f"enroll.{key} must be a path or null, got {show_value(v)}")
+        sec = known_section(section, cls.__dataclass_fields__, "enroll")
+        paths = {k: check_path(sec.get(k), f"enroll.{k}") for k in ("model", "people", "gallery", "synthetic")}
         remove = sec.get("remove") or []
         remove = [remove] if isinstance(remove, str) else list(remove)
         template = sec.get("template")
         return cls(
-            model=_path(sec.get("model")), people=_path(sec.get("people")), gallery=_path(sec.get("gallery")),
+            model=paths["model"], people=paths["people"], gallery=paths["gallery"],
             on_exists=check_choice(sec.get("on_exists", "refuse"), "enroll.on_exists", ON_EXISTS,
                                    what="what to do when a name is already enrolled"),
             remove=tuple(str(n) for n in remove), list=check_bool(sec.get("list", False), "enroll.list"),
@@ -87,7 +80,7 @@ class EnrollSettings:
             far=check_far(sec.get("far", 0.01), "enroll.far"),
             calibration=check_choice(sec.get("calibration", "max"), "enroll.calibration", CALIBRATIONS,
                                      what="which impostor scores set the threshold"),
-            synthetic=_path(sec.get("synthetic")),
+            synthetic=paths["synthetic"],
             synthetic_faces=check_int(sec.get("synthetic_faces", 1000), "enroll.synthetic_faces", minimum=1),
             on_corrupt=check_choice(sec.get("on_corrupt", "error"), "enroll.on_corrupt", ON_CORRUPT,
                                     what="what to do with unreadable image files"),
@@ -96,10 +89,6 @@ class EnrollSettings:
             min_face_prob=check_float(sec.get("min_face_prob", 0.9), "enroll.min_face_prob", minimum=0.0, maximum=1.0),
             min_face_size=check_int(sec.get("min_face_size", 20), "enroll.min_face_size", minimum=1),
             margin=check_float(sec.get("margin", 0.15), "enroll.margin", minimum=0.0, maximum=2.0))
-
-
-def _path(v: Any) -> str | None:
-    return None if v is None else os.path.expandvars(os.path.expanduser(str(v)))
 
 
 def gallery_path(cfg: Mapping[str, Any], settings: EnrollSettings) -> Path:

@@ -36,14 +36,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from facekd.config import plain as _plain
 from facekd.data.augment import frame_square
 from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
 from facekd.errors import ArtifactError, ConfigError, InputFileError
 from facekd.openset import OPEN_SET_FILE, open_set_score, read_open_set
 from facekd.baselines.deploy import STAGE as BASELINE_STAGE
 from facekd.runs import MANIFEST, RunError, atomic_path, read_json, read_manifest
-from facekd.validate import check_bool, check_choice, check_float, check_int, show_value
+from facekd.validate import check_bool, check_choice, check_float, check_int, check_path, known_section, show_value
 
 __all__ = ["CSV_FILE", "SHEET_FILE", "CSV_COLUMNS", "BACKENDS", "IdentifySettings", "FinetunedRun", "Face",
            "load_run", "collect_inputs", "make_detector", "detect_faces", "frame_faces", "OnnxBackend",
@@ -86,14 +85,8 @@ class IdentifySettings:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "IdentifySettings":
         """Check every key, naming it (``identify.<key>``) in a :class:`ConfigError`."""
-        sec = dict(_plain(section))
-        unknown = set(sec) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown identify keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        gallery = sec.get("gallery")
-        if gallery is not None and (not isinstance(gallery, (str, os.PathLike)) or not str(gallery)):
-            raise ConfigError(f"identify.gallery must be a gallery file (made by scripts/enroll.py) or null, got "
-                              f"{show_value(gallery)}")
+        sec = known_section(section, cls.__dataclass_fields__, "identify")
+        gallery = check_path(sec.get("gallery"), "identify.gallery", what="a gallery file (made by scripts/enroll.py)")
         if gallery is not None and sec.get("model") == "???":
             sec["model"] = None  # the gallery names its embedder's run
         for key, example in (("model", "identify.model=runs/finetune/orl-resnet18-bce-sface-bce"),
@@ -120,10 +113,9 @@ class IdentifySettings:
         out_dir = sec.get("out_dir")
         if out_dir is not None and (not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir)):
             raise ConfigError(f"identify.out_dir must be a folder path or null, got {show_value(out_dir)}")
-        expand = lambda p: os.path.expandvars(os.path.expanduser(str(p)))  # noqa: E731
         return cls(
-            model=None if model is None else expand(model), input=tuple(expand(p) for p in items),
-            gallery=None if gallery is None else expand(gallery), threshold=threshold,
+            model=check_path(model, "identify.model"), input=tuple(check_path(p, "identify.input") for p in items),
+            gallery=gallery, threshold=threshold,
             backend=check_choice(sec.get("backend", "onnx"), "identify.backend", BACKENDS,
                                  what="which model runs: model.onnx or the torch weights"),
             out_dir=None if out_dir is None else str(out_dir),

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from facekd.errors import ConfigError
 
-__all__ = ["check_int", "check_float", "check_bool", "check_choice", "show_value"]
+__all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_path", "known_section", "show_value"]
 
 
 def _is_bool(value: Any) -> bool:
@@ -106,3 +106,25 @@ def check_choice(value: Any, key: str, choices: Iterable[str], *, what: str | No
     if not isinstance(value, str) or value not in choices:
         raise _refuse(key, "one of " + ", ".join(choices), value, what, choices[0], False)
     return value
+
+
+def known_section(section: Any, fields: Iterable[str], name: str) -> dict:
+    """A config section as a plain dict, refusing a key not in ``fields`` (a :class:`ConfigError` naming it)."""
+    from facekd.config import plain
+
+    sec = dict(plain(section) or {})
+    unknown = set(sec) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown {name} keys {sorted(unknown)}; known: {sorted(fields)}")
+    return sec
+
+
+def check_path(value: Any, key: str, *, allow_none: bool = True, what: str = "a path") -> str | None:
+    """A path-valued key, with ``~`` and ``$VARS`` expanded; anything but a non-empty path is refused."""
+    import os
+
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ConfigError(f"{key} must be {what}{' or null' if allow_none else ''}, got {show_value(value)}")
+    return os.path.expandvars(os.path.expanduser(str(value)))

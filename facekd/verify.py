@@ -8,17 +8,15 @@ one for a single comparison); with neither, the score is printed without a verdi
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from facekd.config import plain
 from facekd.data.faces import read_image
 from facekd.errors import ConfigError, InputFileError
-from facekd.validate import check_float, check_int, show_value
+from facekd.validate import check_float, check_int, check_path, known_section, show_value
 
 __all__ = ["VerifySettings", "verify"]
 
@@ -39,21 +37,18 @@ class VerifySettings:
     def from_config(cls, section: Mapping[str, Any]) -> "VerifySettings":
         from facekd.gallery import check_threshold
 
-        sec = dict(plain(section))
-        unknown = set(sec) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown verify keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        sec = known_section(section, cls.__dataclass_fields__, "verify")
         photos = sec.get("photos")
         if not isinstance(photos, (list, tuple)) or len(photos) != 2 or not all(isinstance(p, str) and p for p in photos):
             raise ConfigError(f"verify.photos must be two photos, got {show_value(photos)}; set it like "
                               "'verify.photos=[a.jpg,b.jpg]'")
-        expand = lambda p: None if p is None else os.path.expandvars(os.path.expanduser(str(p)))  # noqa: E731
         if sec.get("model") is None and sec.get("gallery") is None:
             raise ConfigError("set verify.model=RUN (a run with embedder.onnx) or verify.gallery=FILE (its embedder "
                               "and threshold are used)")
         threshold = sec.get("threshold")
-        return cls(model=expand(sec.get("model")), photos=(expand(photos[0]), expand(photos[1])),
-                   gallery=expand(sec.get("gallery")),
+        return cls(model=check_path(sec.get("model"), "verify.model"),
+                   photos=(check_path(photos[0], "verify.photos"), check_path(photos[1], "verify.photos")),
+                   gallery=check_path(sec.get("gallery"), "verify.gallery"),
                    threshold=None if threshold is None else check_threshold(threshold, "verify.threshold"),
                    min_face_prob=check_float(sec.get("min_face_prob", 0.9), "verify.min_face_prob", minimum=0.0,
                                              maximum=1.0),
