@@ -133,12 +133,14 @@ def empirical_threshold(impostor_scores: np.ndarray, far: float) -> float:
 
 
 def normal_threshold(impostor_scores: np.ndarray, far: float) -> float:
-    """The ``1 - far`` quantile of a normal fitted to the impostor scores (for few scores, where the empirical
-    quantile cannot reach ``far``), never below their maximum when ``far * n < 1``."""
+    """The ``1 - far`` quantile of a normal fitted to the impostor scores after Fisher's z transform
+    (``arctanh``: cosines are bounded by 1, their z is not), for few scores, where the empirical quantile cannot
+    reach ``far``; never below their maximum when ``far * n < 1``."""
     s = np.asarray(impostor_scores, dtype=np.float64)
     if len(s) < 2:
         raise ConfigError("leave-one-person-out calibration needs at least two enrolled photos of two people")
-    t = float(s.mean() + NormalDist().inv_cdf(1.0 - far) * max(s.std(ddof=1), 1e-6))
+    z = np.arctanh(np.clip(s, -1 + 1e-7, 1 - 1e-7))
+    t = float(np.tanh(z.mean() + NormalDist().inv_cdf(1.0 - far) * max(z.std(ddof=1), 1e-9)))
     if far * len(s) < 1:
         t = max(t, float(np.nextafter(s.max(), np.inf)))
     return min(t, 1.0)

@@ -100,10 +100,13 @@ def test_empirical_threshold_on_a_known_distribution():
     assert (scores >= empirical_threshold(scores, 0.0)).sum() == 0
 
 
-def test_normal_threshold_on_a_known_normal():
+def test_normal_threshold_on_a_known_normal_in_fisher_z():
     rng = np.random.default_rng(0)
-    scores = rng.normal(0.2, 0.1, 20000)
-    assert normal_threshold(scores, 0.01) == pytest.approx(0.2 + 2.3263 * 0.1, abs=0.005)
+    scores = np.tanh(rng.normal(0.2, 0.1, 20000))  # normal after arctanh
+    assert normal_threshold(scores, 0.01) == pytest.approx(np.tanh(0.2 + 2.3263 * 0.1), abs=0.005)
+    high = np.tanh(rng.normal(2.0, 0.3, 200))  # cosines crowded near 1 (a ReLU embedding): still below 1
+    t = normal_threshold(high, 0.01)
+    assert t < 1.0 and (high >= t).mean() <= 0.03
     few = np.array([0.1, 0.3])  # far * n < 1: never below the highest score
     assert normal_threshold(few, 0.01) > 0.3
     with pytest.raises(ConfigError, match="two"):

@@ -353,7 +353,10 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     path = result_path(paths_root, name, digest)
     if path.exists() and not force:
         log.info("%s seed %d: cached result %s", name, seed, path)
-        return backfill_weighted_f1(MethodResult.from_dict(read_json(path)), path.parent / TEST_FEATURES)
+        cached = backfill_weighted_f1(MethodResult.from_dict(read_json(path)), path.parent / TEST_FEATURES)
+        if gallery_key is not None and (path.parent / GALLERY_EMBEDDINGS).is_file():
+            cached.extra["gallery"] = _rescore_gallery(path.parent, gallery_key, cached.extra.get("gallery") or {})
+        return cached
     run_dir = path.parent
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", {"method": name, "config": cfg, "data": plain(data_cfg), "seed": int(seed),
@@ -417,6 +420,17 @@ def _gallery(fitted: Fitted, data: LabeledData, settings: Mapping[str, Any], imp
     save_embeddings(emb, run_dir / GALLERY_EMBEDDINGS)
     figures: dict[str, Any] = gallery_figures(emb, settings["shots"], settings["far"], settings["calibration"])
     figures["embedding"] = str(fitted.extra.get("embedding", fitted.student))
+    return figures
+
+
+def _rescore_gallery(run_dir: Path, settings: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    """A cached row's gallery figures, computed again from its saved embeddings (the figures are a function of
+    them, so a cached row always reports what the current protocol computes)."""
+    from facekd.gallery_eval import gallery_figures, load_embeddings
+
+    figures: dict[str, Any] = gallery_figures(load_embeddings(run_dir / GALLERY_EMBEDDINGS), settings["shots"],
+                                              settings["far"], settings["calibration"])
+    figures["embedding"] = old.get("embedding", "")
     return figures
 
 
