@@ -349,6 +349,10 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         tmp.write_text(md)
     write_csv(summary, out_dir / "comparison.csv")
     plot_accuracy(summary, out_dir / "accuracy.png", title)  # the smoke title marks a smoke chart too
+    if gallery is not None:
+        from facekd.baselines.gallery_table import plot_gallery
+
+        plot_gallery(summary, out_dir / "gallery.png", "k1", title)
     write_json(out_dir / "results.json", {"rows": summary, "seeds": seeds, "split": str(data.split_path),
                                           "results": {k: [r.as_dict() for r in v] for k, v in results.items()},
                                           "wall_seconds": round(time.perf_counter() - t0, 1)})

@@ -7,7 +7,7 @@ import numpy as np
 
 from facekd.baselines.base import MethodResult
 
-__all__ = ["GALLERY_KEYS", "summarize_gallery", "gallery_markdown"]
+__all__ = ["GALLERY_KEYS", "summarize_gallery", "gallery_markdown", "plot_gallery"]
 
 GALLERY_KEYS = ("trained_accuracy", "enrolled_accuracy", "dir", "far", "dir_oracle", "threshold")
 
@@ -67,3 +67,35 @@ def gallery_markdown(rows: Sequence[Mapping[str, Any]], data: Any, settings: Map
             f"person's photos are matched (mean of embeddings, or best of all), chosen on the trained people's val "
             f"photos.")
     return "### Gallery: enroll, identify, reject\n\n" + "\n".join(lines) + "\n\n" + note
+
+
+def plot_gallery(rows: Sequence[Mapping[str, Any]], path: Any, k: str = "k1", title: str = "") -> Any:
+    """Grouped bars per row: gallery accuracy on trained and on enrolled-only people, and DIR at the calibrated
+    threshold, for ``k`` enrolled photos, with the std over seeds as error bars."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    from facekd.runs import atomic_path
+
+    shown = [r for r in rows if k in (r.get("gallery") or {})]
+    keys = [("trained_accuracy", "trained people"), ("enrolled_accuracy", "enrolled-only people"),
+            ("dir", "DIR at the calibrated threshold")]
+    fig = Figure(figsize=(max(6.0, 1.3 * len(shown) + 2), 4.4), dpi=120)
+    ax = fig.add_subplot()
+    x = np.arange(len(shown))
+    width = 0.27
+    for i, (key, label) in enumerate(keys):
+        means = [100 * r["gallery"][k][f"{key}_mean"] for r in shown]
+        stds = [100 * r["gallery"][k][f"{key}_std"] for r in shown]
+        ax.bar(x + (i - 1) * width, means, width, yerr=stds, capsize=3, label=label)
+    ax.set_xticks(x, [r["method"] for r in shown], rotation=25, ha="right")
+    ax.set_ylabel(f"% (k = {k[1:]} photo{'s' if k != 'k1' else ''} enrolled per person)")
+    ax.set_ylim(0, 105)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return path

@@ -31,6 +31,7 @@ def test_every_row_has_gallery_figures_for_k1_and_k2(compared):
     md = (tmp / "compare_baselines" / "comparison.md").read_text()
     assert "### Gallery: enroll, identify, reject" in md and "10 enrolled-only people" in md
     assert "100 photos of 10 strangers" in md and md.index("Gallery") < md.index("Closed-set classifier heads")
+    assert (tmp / "compare_baselines" / "gallery.png").stat().st_size > 1000
 
 
 def test_rows_keep_their_embeddings_and_ship_an_embedder(compared):
