@@ -207,7 +207,8 @@ class Gallery:
     embedder: dict[str, Any] = field(default_factory=dict)  # what made the embeddings (path, image size, framing)
 
     def __post_init__(self) -> None:
-        self._index: tuple[Any, Any] | None = None  # (what it was built from, the search index)
+        self._version = 0  # bumped by every add and remove: what the cached search rows and index were made from
+        self._cache: dict[str, tuple[Any, Any]] = {}
         if self.embeddings is None:
             self.embeddings = np.zeros((0, self.dim), np.float32)
         if self.owners is None:
@@ -260,6 +261,7 @@ class Gallery:
         self.embeddings = np.concatenate([self.embeddings, e[keep]])
         self.owners = np.concatenate([self.owners, np.full(len(keep), p, np.int32)])
         self.sources += [str(sources[i]) for i in keep]
+        self._version += 1
         return how
 
     def remove(self, name: str) -> int:
@@ -273,26 +275,36 @@ class Gallery:
         owners = self.owners[keep]
         self.owners = np.where(owners > p, owners - 1, owners).astype(np.int32)
         del self.names[p]
+        self._version += 1
         return gone
+
+    def _cached(self, name: str, make: Any) -> Any:
+        """``make()``, computed once per state of the gallery (its template and its add/remove count)."""
+        key = (self.template, self._version)
+        if name not in self._cache or self._cache[name][0] != key:
+            self._cache[name] = (key, make())
+        return self._cache[name][1]
 
     def search_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, their person)`` a face is matched against: one normalised mean per person (``mean``) or
         every photo (``all``)."""
         if self.template == "all":
             return self.embeddings, self.owners.astype(np.int64)
-        sums = np.zeros((len(self.names), self.dim), dtype=np.float64)
-        np.add.at(sums, self.owners, self.embeddings)
-        return normalize(sums), np.arange(len(self.names), dtype=np.int64)
+
+        def means() -> tuple[np.ndarray, np.ndarray]:
+            sums = np.zeros((len(self.names), self.dim), dtype=np.float64)
+            np.add.at(sums, self.owners, self.embeddings)
+            return normalize(sums), np.arange(len(self.names), dtype=np.int64)
+
+        return self._cached("rows", means)
 
     def index(self) -> Any:
         """The search index over :meth:`search_rows` (:func:`facekd.gallery_index.build_index`: exact up to
         ``EXACT_MAX`` rows, HNSW beyond), built once per state of the gallery."""
         from facekd import gallery_index
 
-        key = (self.template, len(self.embeddings), tuple(self.names[-1:]), float(self.embeddings.sum()))
-        if self._index is None or self._index[0] != key:
-            self._index = (key, gallery_index.build_index(self.search_rows()[0], exact_max=gallery_index.EXACT_MAX))
-        return self._index[1]
+        return self._cached("index", lambda: gallery_index.build_index(self.search_rows()[0],
+                                                                        exact_max=gallery_index.EXACT_MAX))
 
     def best(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(best person, score)`` of each query: by the full score matrix up to ``EXACT_MAX`` rows, by the

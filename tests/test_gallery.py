@@ -166,3 +166,14 @@ def test_a_large_gallery_answers_by_its_index(monkeypatch):
     scores = g.impostor_scores(rng.normal(size=(20, 32)))
     assert len(scores["enrolled"]) == 600 and len(scores["synthetic"]) == 20
     assert scores["enrolled"].max() < 0.9  # another person's best match, never the photo's own
+
+
+def test_the_search_index_is_rebuilt_after_a_change_only():
+    g = Gallery(embedder_sha256=SHA, dim=2)
+    g.add("ann", np.stack([unit(1, 0)]), ["a"])
+    first = g.index()
+    assert g.index() is first  # nothing changed: the same index
+    g.add("bob", np.stack([unit(0, 1)]), ["b"])
+    assert g.index() is not first and len(g.index()) == 2
+    g.remove("ann")
+    assert len(g.index()) == 1 and [n for n, _, _ in g.identify(np.stack([unit(1, 0.1)]))] == ["bob"]
