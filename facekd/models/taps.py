@@ -49,6 +49,12 @@ TAP_SETS: dict[str, dict[str, list[str]]] = {
         "top": ["backbone.layer4"],
         "embedding": ["proj"],
     },
+    # MobileFaceNet: the end of each stride-2 stage, then the 1x1 conv before the global depthwise conv.
+    "mobilefacenet": {
+        "skd": ["stage1", "stage2", "stage3", "conv_sep"],
+        "top": ["conv_sep"],
+        "embedding": ["proj"],
+    },
     # ConvNet-9's body is a Sequential of (conv, bn, relu) triples and max-pools: the ReLUs before each pool
     # (blocks 1, 4, 7) and the last one (block 9).
     "convnet9": {

@@ -12,13 +12,13 @@ def test_every_config_file_names_a_registered_network():
     teachers = {OmegaConf.load(p).name for p in (root / "teacher").glob("*.yaml")}
     students = {OmegaConf.load(p).name for p in (root / "student").glob("*.yaml")}
     assert teachers == set(TEACHERS.names()) >= {"sface", "vggface2_resnet50", "facenet_vggface2"}
-    assert students == set(STUDENTS.names()) == {"resnet18", "convnet9"}
+    assert students == set(STUDENTS.names()) == {"resnet18", "convnet9", "mobilefacenet"}
 
 
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(KeyError, match="known teachers: facenet_casia, facenet_vggface2, sface, vggface2_resnet50"):
         build_teacher({"name": "arcface"})
-    with pytest.raises(KeyError, match="known students: convnet9, resnet18"):
+    with pytest.raises(KeyError, match="known students: convnet9, mobilefacenet, resnet18"):
         build_student({"name": "mobilenet"}, out_dim=128)
 
 

@@ -29,6 +29,9 @@ def test_teacher_tap_sets_have_the_expected_shapes(name):
     ("resnet18", 112, {"backbone.layer1": (64, 28, 28), "backbone.layer4": (512, 4, 4)}),
     ("convnet9", 224, {"body.2": (32, 224, 224), "body.12": (256, 14, 14), "body.22": (1024, 2, 2),
                        "body.29": (2048, 1, 1), "proj": (40,)}),
+    ("mobilefacenet", 64, {"stage1": (64, 16, 16), "stage2": (128, 8, 8), "stage3": (128, 4, 4),
+                           "conv_sep": (512, 4, 4), "proj": (40,)}),
+    ("mobilefacenet", 112, {"stage1": (64, 28, 28), "stage3": (128, 7, 7), "conv_sep": (512, 7, 7)}),
 ])
 def test_student_tap_shapes(name, size, expected):
     student = build_student({"name": name, "input_size": size}, 40)
