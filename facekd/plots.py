@@ -14,7 +14,8 @@ import numpy as np
 
 from facekd.runs import atomic_path
 
-__all__ = ["plot_curves", "plot_confusion", "plot_tsne", "confusion_matrix", "tsne_embedding", "plot_open_set_roc"]
+__all__ = ["plot_curves", "plot_confusion", "plot_tsne", "confusion_matrix", "tsne_embedding", "plot_open_set_roc",
+           "plot_speed_accuracy", "pareto_front"]
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
@@ -172,4 +173,43 @@ def plot_open_set_roc(far: Any, dir_: Any, path: str | os.PathLike, *, at: tuple
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The points no other point beats on both axes (lower ``ms``, higher ``accuracy``), fastest first."""
+    front: list[Mapping[str, Any]] = []
+    best = -np.inf
+    for p in sorted(points, key=lambda p: (float(p["ms"]), -float(p["accuracy"]))):
+        if float(p["accuracy"]) > best:
+            front.append(p)
+            best = float(p["accuracy"])
+    return front
+
+
+def plot_speed_accuracy(points: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, title: str = "",
+                        xlabel: str = "ms per face (ONNX, batch 1, one CPU thread; log scale)",
+                        ylabel: str = "test accuracy %") -> Path:
+    """One marker per ``{"label", "ms", "accuracy", "accuracy_std", "precision"}`` point (accuracy in %), error bars
+    of one std, the Pareto front (faster and at least as accurate) joined by a line; int8 points hollow."""
+    fig = _figure(7.0, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    pts = sorted(points, key=lambda p: float(p["ms"]))
+    for p in pts:
+        hollow = p.get("precision") == "int8"
+        ax.errorbar(float(p["ms"]), float(p["accuracy"]), yerr=float(p.get("accuracy_std") or 0.0), fmt="o",
+                    mfc="white" if hollow else None, capsize=3, ms=7)
+        ax.annotate(str(p["label"]), (float(p["ms"]), float(p["accuracy"])), textcoords="offset points",
+                    xytext=(6, 5), fontsize=8)
+    front = pareto_front(pts)
+    if len(front) > 1:
+        ax.plot([float(p["ms"]) for p in front], [float(p["accuracy"]) for p in front], "--", color="grey", lw=1,
+                label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
     return _save(fig, path)

@@ -347,3 +347,60 @@ def test_cosface_loss_by_hand_and_its_cosine_head():
     torch.testing.assert_close(classification_loss("cosface", logits, y, 16.0), want)
     assert classification_loss("cosface", logits, y) > classification_loss("ce", logits, y)  # the margin costs
     assert head_for("cosface") == "cosine" and head_for("ce") == "linear"
+
+
+def test_int8_copies_are_calibrated_on_synthetic_faces_and_checked_on_val(student_run, tmp_path, caplog):
+    import onnxruntime as ort
+
+    from facekd.quantize import QuantizeError
+
+    root = tmp_path / "int8"
+    m = finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.plots=false",
+                         "finetune.int8.enabled=true", "finetune.int8.faces=16", "finetune.int8.min_cosine=0.9",
+                         "finetune.int8.min_agreement=0.5"))
+    run = Path(m["run_dir"])
+    for fp32, int8 in (("model.onnx", "model.int8.onnx"), ("embedder.onnx", "embedder.int8.onnx")):
+        info = m["int8"][fp32]
+        assert info["shipped"] and info["file"] == int8 and info["calibration_faces"] == 16
+        assert info["val_images"] == m["n_images"]["val"] and 0.9 <= info["val_min_cosine"] <= 1.0
+        assert (run / int8).stat().st_size < (run / fp32).stat().st_size
+        sess = ort.InferenceSession(str(run / int8), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].type == "tensor(uint8)"
+    assert set(m["int8"]["model.onnx"]["test_accuracy"]) == {"fp32", "int8"}
+    assert set(m["deployed"]) == {"model.onnx", "model.int8.onnx", "embedder.onnx", "embedder.int8.onnx"}
+    assert all(c["onnx_ms_per_img"] > 0 and c["file_mb"] > 0 for c in m["deployed"].values())
+    artifacts = read_manifest(run, "finetune")["artifacts"]
+    assert {"model.int8.onnx", "embedder.int8.onnx"} <= set(artifacts)
+
+    # a copy below the bound is refused and not written; the fp32 files stay
+    m = finetune(compose(f"paths.root={tmp_path / 'strict'}", f"finetune.student_run={student_run}",
+                         "finetune.plots=false", "finetune.int8.enabled=true", "finetune.int8.faces=16",
+                         "finetune.int8.min_cosine=1.0"))
+    run = Path(m["run_dir"])
+    refused = [i for i in m["int8"].values() if not i["shipped"]]
+    assert refused and all("refused, not shipped" in i["refused"] and "finetune.int8.min_cosine=1.0" in i["refused"]
+                           for i in refused)
+    assert all(not (run / f).exists() for f in ("model.int8.onnx", "embedder.int8.onnx")
+               if not m["int8"][f.replace(".int8", "")]["shipped"])
+    assert (run / "model.onnx").is_file() and (run / "embedder.onnx").is_file()
+
+    # no synthetic faces to calibrate on: refused before any training
+    bare = write_student_run(tmp_path / "distill" / "bare")
+    with pytest.raises(QuantizeError, match="names no generate run"):
+        finetune(compose(f"paths.root={tmp_path / 'bare'}", f"finetune.student_run={bare}",
+                         "finetune.int8.enabled=true"))
+    assert not (tmp_path / "bare" / "finetune").exists()
+
+
+def test_int8_settings_refusals():
+    from facekd.errors import ConfigError
+
+    base = {"student_run": "x"}
+    with pytest.raises(ConfigError, match="finetune.export_onnx=false"):
+        FinetuneSettings.from_config({**base, "export_onnx": False, "int8": {"enabled": True}})
+    with pytest.raises(ConfigError, match="unknown finetune.int8 key"):
+        FinetuneSettings.from_config({**base, "int8": {"enable": True}})
+    with pytest.raises(ConfigError, match=r"finetune.int8.min_cosine must lie in \[0, 1\]"):
+        FinetuneSettings.from_config({**base, "int8": {"min_cosine": 2}})
+    assert FinetuneSettings.from_config(base).int8 == {"enabled": False, "faces": 256, "min_cosine": 0.98,
+                                                        "min_agreement": 0.95}

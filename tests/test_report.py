@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekd.plots import confusion_matrix
+from facekd.plots import confusion_matrix, pareto_front, plot_speed_accuracy
 from facekd.report import (RESULT_COLUMNS, RESULT_FORMATS, RESULT_HEADERS, format_table, load_test_features,
                            percent, plot_confusion, plot_curves, plot_run_curves, plot_tsne, result_row)
 from facekd.runs import RunError, write_json, write_manifest
@@ -77,3 +77,16 @@ def test_figures_are_written(tmp_path):
     assert sizes["tsne.png"][0] > 1.7 * sizes["tsne.png"][1]  # two panels side by side
     with pytest.raises(ValueError, match="labels"):
         plot_tsne({"x": (a, labels[:5])}, tmp_path / "bad.png")
+
+
+def test_pareto_front_and_speed_accuracy_chart(tmp_path):
+    pts = [{"label": "teacher", "ms": 28.0, "accuracy": 96.8, "accuracy_std": 0.3},
+           {"label": "resnet18", "ms": 5.4, "accuracy": 96.7, "accuracy_std": 0.2},
+           {"label": "slow and worse", "ms": 12.0, "accuracy": 90.0},
+           {"label": "edge", "ms": 1.9, "accuracy": 95.0, "accuracy_std": 0.5},
+           {"label": "edge int8", "ms": 1.1, "accuracy": 94.8, "precision": "int8"},
+           {"label": "tie, slower", "ms": 2.5, "accuracy": 95.0}]
+    assert [p["label"] for p in pareto_front(pts)] == ["edge int8", "edge", "resnet18", "teacher"]
+    path = plot_speed_accuracy(pts, tmp_path / "speed.png", title="t")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1]

@@ -96,6 +96,28 @@ def _network(plugin: str, cfg: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _int8_figures(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Seeds' ``finetune.int8`` reports as means and stds: the classifier's test accuracy in int8 and in its fp32
+    ONNX, the top-1 agreement on val, the smallest embedder cosine to fp32 on val, and how many copies shipped."""
+    if not reports:
+        return {}
+    out: dict[str, Any] = {"seeds": len(reports),
+                           "shipped": sum(int(i.get("shipped", False)) for r in reports for i in r.values()),
+                           "copies": sum(len(r) for r in reports)}
+    model = [r["model.onnx"] for r in reports if (r.get("model.onnx") or {}).get("test_accuracy")]
+    for prec in ("int8", "fp32"):
+        v = [m["test_accuracy"][prec] for m in model]
+        if v:
+            out[f"test_accuracy_{prec}_mean"], out[f"test_accuracy_{prec}_std"] = float(np.mean(v)), float(np.std(v))
+    agree = [r["model.onnx"]["val_top1_agreement"] for r in reports if "model.onnx" in r]
+    cos = [r["embedder.onnx"]["val_min_cosine"] for r in reports if "embedder.onnx" in r]
+    if agree:
+        out["val_top1_agreement_mean"] = float(np.mean(agree))
+    if cos:
+        out["embedder_val_min_cosine"] = float(np.min(cos))
+    return out
+
+
 def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[MethodResult]) -> dict[str, Any]:
     """Mean and std over seeds of one row's results (population std; 0 for one seed)."""
     out: dict[str, Any] = {"method": row, "plugin": plugin, "student": results[0].student,
@@ -121,6 +143,16 @@ def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[M
             out[f"{name}_mean"], out[f"{name}_std"] = float(v.mean()), float(v.std())
         out["far_target"] = float(open_set[0]["far_target"])
     notes = []
+    deployed = [r.extra["deployed"] for r in results if r.extra.get("deployed")]
+    if deployed:  # the exported ONNX files under onnxruntime, batch 1, one thread: mean over seeds of the fastest run
+        out["deployed_ms"] = {f: float(np.mean([d[f]["onnx_ms_per_img"] for d in deployed if f in d]))
+                              for f in sorted({f for d in deployed for f in d})}
+    int8 = _int8_figures([r.extra["int8"] for r in results if r.extra.get("int8")])
+    if int8:
+        out["int8"] = int8
+        if "test_accuracy_int8_mean" in int8:
+            notes.append(f"int8 {100 * int8['test_accuracy_int8_mean']:.1f} ± {100 * int8['test_accuracy_int8_std']:.1f}% "
+                         f"(its fp32 ONNX {100 * int8['test_accuracy_fp32_mean']:.1f}%)")
     if any(r.extra.get("collapsed") for r in results):
         notes.append("embedding collapsed")
     for k, label in (("teacher_ncm_accuracy", "teacher NCM"), ("teacher_accuracy", "teacher")):

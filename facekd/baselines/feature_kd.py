@@ -100,6 +100,10 @@ class FeatureKD(Method):
             if k in best:
                 extra[f"distill_{k}"] = best[k]
         extra["uses_labels"] = bool(distill.get("uses_labels", False))
+        if metrics.get("int8"):  # finetune.int8.enabled: the int8 copies' parity and test accuracy
+            extra["int8"] = metrics["int8"]
+        if metrics.get("deployed"):  # the exported ONNX files, timed under onnxruntime (batch 1, one thread)
+            extra["deployed"] = metrics["deployed"]
         extra["embedding"] = f"{self.student_name(cfg)}, {model.features} features"
         embedder = Predictor(Features(model, "extract"), model.preprocess, output="embedding").eval()
         return Fitted(Predictor(body, model.preprocess, output="scores").eval(), self.student_name(cfg),

@@ -86,7 +86,7 @@ TIES = ("lower_val_loss", "earliest")
 # keys of the finetune section that do not change the result (left out of the resume hash)
 # (open_set: the threshold is calibrated after training, so it never changes the trained head)
 _OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots",
-                "open_set")
+                "open_set", "int8")
 _TRAIN_DEFAULTS = {"epochs": 200, "batch_size": 16, "drop_last": False, "optim": {"name": "adam", "lr": 1e-2},
                    "schedule": {"name": "inv_sqrt", "interval": "epoch"}, "resume": True}
 
@@ -113,6 +113,7 @@ class FinetuneSettings:
     card_repeats: int = 20
     plots: bool = True
     open_set: dict = field(default_factory=lambda: {"far": DEFAULT_FAR})
+    int8: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -137,6 +138,12 @@ class FinetuneSettings:
             raise ConfigError(f"finetune.open_set must be a mapping with the key far, got {self.open_set!r}; set it "
                               "like finetune.open_set.far=0.01")
         check_far(self.open_set.get("far", DEFAULT_FAR), "finetune.open_set.far")
+        from facekd.finetune.int8 import check_int8
+
+        object.__setattr__(self, "int8", check_int8(self.int8))
+        if self.int8["enabled"] and not self.export_onnx:
+            raise ConfigError("finetune.int8.enabled=true quantizes the exported ONNX models, but "
+                              "finetune.export_onnx=false; set finetune.export_onnx=true or finetune.int8.enabled=false")
         if self.expected_teacher is not None and not isinstance(self.expected_teacher, Mapping):
             raise ValueError("finetune.expected_teacher must be null or a mapping of teacher signature fields, "
                              "e.g. {name: sface, feature: embedding}")
@@ -312,6 +319,13 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     xva, yva = sets["val"].tensors()
     xte, yte = sets["test"].tensors()
     classes = list(data.split.classes)
+    calibration = None
+    if settings.int8["enabled"]:  # refuse a missing calibration source before training, not after
+        from facekd.finetune.int8 import calibration_faces
+
+        grey = bool(len(xtr)) and bool((xtr[:, 0] == xtr[:, 1]).all() and (xtr[:, 1] == xtr[:, 2]).all())
+        calibration = calibration_faces(smanifest, int(settings.int8["faces"]), int(data_cfg.get("image_size", 112)),
+                                        grey)
     log.info("finetune %s on %s: %d classes, train/val/test %d/%d/%d images", student_run, data.split_path,
              len(classes), len(ytr), len(yva), len(yte))
 
@@ -380,6 +394,13 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                                         int(data_cfg.get("image_size", 112)),
                                         (xva if len(xva) else xte)[: settings.parity_images],
                                         metadata={"student": student.name, "features": settings.features})
+    int8_info = None
+    if calibration is not None:
+        from facekd.finetune.int8 import ship_int8
+
+        int8_info = ship_int8(run_dir, [ONNX_FILE, EMBEDDER_FILE], calibration, xva if len(xva) else xte, xte, yte,
+                              settings.int8)
+    deployed = _deployed_cards(run_dir, settings) if settings.export_onnx else None
 
     metrics = read_json(run_dir / METRICS_JSON)
     metrics.update({
@@ -392,7 +413,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "cpu_share": card["cpu_share"], "load1": float(card["load1"]), "busy": bool(card["busy"]),
         "model_card": {**card, "input_size": int(student.input_size),
                        "note": "student + norm + head on the preprocessed input, batch 1, one CPU thread, fastest of the repeats"},
-        "onnx": onnx_info, "embedder": embedder_info, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
+        "onnx": onnx_info, "embedder": embedder_info, "int8": int8_info, "deployed": deployed, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
     if open_set is not None:
         metrics["open_set"] = {**open_set[0], "note": "threshold calibrated on the unknown_val identities (never "
                                "test) at far_target; dir on the known test faces, far on the unknown_test faces"}
@@ -423,8 +444,9 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                    image_size=int(data_cfg.get("image_size", 112)), framing=data_cfg.get("framing", "pad"),
                    onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
                    seed=seed, student_sha256=student_sha256,
-                   embedder=embedder_info,
+                   embedder=embedder_info, int8=int8_info,
                    artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, EMBEDDER_FILE, FEATURES_FILE)
+                                                          + tuple(i["file"] for i in (int8_info or {}).values() if i["file"])
                                                           + ((OPEN_SET_FILE,) if open_set is not None else ())
                                                           if (run_dir / f).is_file()]),
                    complete=True)
@@ -453,6 +475,16 @@ def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Ten
              "FAR %.4f on %d unknown faces", figures["threshold"], far, figures["n_calibration"],
              figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
     return figures, (roc_far.tolist(), roc_dir.tolist())
+
+
+def _deployed_cards(run_dir: Path, settings: FinetuneSettings) -> dict[str, Any]:
+    """What ships, timed as it runs: each ONNX file of the run under onnxruntime, batch 1, one thread (fastest of
+    ``card_repeats``), with its size in MB (:func:`facekd.modelcard.onnx_card`)."""
+    from facekd.modelcard import onnx_card
+    from facekd.quantize import int8_path
+
+    files = [f for name in (ONNX_FILE, EMBEDDER_FILE) for f in (name, int8_path(name).name) if (run_dir / f).is_file()]
+    return {f: onnx_card(run_dir / f, repeats=max(settings.card_repeats, 5), warmup=3) for f in files}
 
 
 def _export(model: SpecializedModel, run_dir: Path, images: torch.Tensor, settings: FinetuneSettings,

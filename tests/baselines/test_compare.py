@@ -87,3 +87,21 @@ def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, 
         node_child, node_base = node_child[k], node_base[k]
     assert node_child.pop(last) == value and node_base.pop(last) != value
     assert child == base
+
+
+def test_the_edge_row_is_the_recommended_recipe_with_another_student():
+    """feature_kd_bce_mixup_lr01_mobilefacenet changes the student, and only adds what ships (ONNX and int8 files)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name="compare_baselines", overrides=["paths.root=/nonexistent"])
+    rows = OmegaConf.to_container(cfg.baselines, resolve=True)
+    edge, base = rows["feature_kd_bce_mixup_lr01_mobilefacenet"], rows["feature_kd_bce_mixup_lr01"]
+    assert (edge.pop("student"), base.pop("student")) == ("mobilefacenet", "resnet18")
+    assert edge["finetune"].pop("export_onnx") is True and base["finetune"].pop("export_onnx") is False
+    assert edge["finetune"].pop("int8") == {"enabled": True} and "int8" not in base["finetune"]
+    assert edge == base

@@ -10,7 +10,8 @@ from facekd.baselines.kd_labels import hinton_kd_loss
 
 ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "subclass_kd", "triplet", "maml", "maml_fo",
         "feature_kd_bce", "feature_kd_bce_unfrozen", "feature_kd_bce_unfrozen_lr01", "feature_kd_bce_skd",
-        "feature_kd_bce_mixup", "feature_kd_bce_mixup_lr01", "feature_kd_bce_mixup_cosface"]
+        "feature_kd_bce_mixup", "feature_kd_bce_mixup_lr01", "feature_kd_bce_mixup_cosface",
+        "feature_kd_bce_mixup_lr01_mobilefacenet"]
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -42,12 +43,18 @@ def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
         tuned = load_finetuned(res.extra["finetune_run"])[0].student.state_dict()
         same = all(torch.equal(distilled[k], tuned[k]) for k in distilled if k.endswith("weight"))
         unfrozen = bool(mcfg["finetune"].get("unfreeze", False))
-        assert unfrozen is row.endswith(("lr01", "unfrozen", "cosface"))  # the rows are what their names say
+        assert unfrozen is row.endswith(("lr01", "unfrozen", "cosface", "lr01_mobilefacenet"))  # what their names say
         assert same is not unfrozen  # the unfrozen rows train the backbone, the frozen ones never
         manifest = json.loads((Path(res.extra["student_run"]) / "manifest.json").read_text())
         assert (manifest["taps"] is not None) is (row == "feature_kd_bce_skd")  # multi-layer targets only where asked
         sources = [s["name"] for s in manifest["sources"]]
         assert ("labeled-mixup" in sources) is ("mixup" in row)  # blends of the train photos only where asked
+        assert manifest["student"]["name"] == ("mobilefacenet" if row.endswith("mobilefacenet") else "resnet18")
+    if row.endswith("mobilefacenet"):  # the edge row ships int8 copies, timed as deployed
+        assert all(i["shipped"] for i in res.extra["int8"].values()) and set(res.extra["int8"]) == {
+            "model.onnx", "embedder.onnx"}
+        assert {"model.onnx", "model.int8.onnx", "embedder.int8.onnx"} <= set(res.extra["deployed"])
+        assert (Path(res.extra["finetune_run"]) / "model.int8.onnx").is_file()
 
 
 def test_hinton_kd_loss_known_values():
