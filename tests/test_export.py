@@ -77,3 +77,33 @@ def test_export_failure_is_one_clear_error(tmp_path):
     with pytest.raises(ExportError, match="ONNX export of Unexportable failed"):
         export_onnx(Unexportable(), tmp_path / "x.onnx", 8)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_prelu_is_exported_as_relu_ops_with_the_same_values(tmp_path):
+    import onnx
+
+    from facekd.export import ReluPReLU, export_onnx, fast_prelu
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.PReLU(4), torch.nn.Flatten(1), torch.nn.Linear(4 * 6 * 6, 5),
+                              torch.nn.PReLU())
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([0.1, -0.5, 2.0, 0.0]))
+    x = torch.randn(3, 3, 8, 8)
+    fast = fast_prelu(copy.deepcopy(net))
+    assert isinstance(fast[1], ReluPReLU) and isinstance(fast[4], ReluPReLU)
+    assert torch.allclose(fast(x), net(x), atol=1e-6)
+
+    class OnImages(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, images):
+            return self.body(images.float() / 255.0)
+
+    model = OnImages(net).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", 8)
+    assert "PRelu" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert isinstance(model.body[1], torch.nn.PReLU)  # the caller's model is left as it was
+    assert check_onnx(path, model, torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8))["ok"]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from facekd.data.preprocess import Preprocess
-from facekd.embedder import ImagesToEmbeddings
+from facekd.embedder import Features, ImagesToEmbeddings
 from facekd.export import export_onnx
 from facekd.quantize import INT8_SUFFIX, QuantizeError, check_int8_parity, int8_parity, int8_path, quantize_onnx
 
@@ -57,7 +57,7 @@ def exported(tmp_path_factory):
         net.eval()
     folder = tmp_path_factory.mktemp("quantize")
     scores = export_onnx(net, folder / "model.onnx", SIZE, metadata={"classes": json.dumps(list(range(32)))})
-    embedder = export_onnx(ImagesToEmbeddings(net.features, net.preprocess), folder / "embedder.onnx", SIZE,
+    embedder = export_onnx(ImagesToEmbeddings(Features(net, "features"), net.preprocess), folder / "embedder.onnx", SIZE,
                            output_name="embeddings")
     cal = _images(48, 2)
     return {"folder": folder, "scores": scores, "embedder": embedder, "cal": cal,
@@ -94,6 +94,7 @@ def test_int8_score_model_runs_agrees_and_is_smaller(exported):
 
 
 def test_metadata_is_kept_and_the_quantization_described(exported):
+    import onnx
     import onnxruntime as ort
 
     meta = ort.InferenceSession(str(exported["scores_int8"]), providers=["CPUExecutionProvider"]) \
@@ -101,8 +102,12 @@ def test_metadata_is_kept_and_the_quantization_described(exported):
     assert json.loads(meta["classes"]) == list(range(32))
     how = json.loads(meta["quantization"])
     assert how["format"] == "QDQ static int8" and "48 unlabeled images" in how["calibration"]
-    # the depthwise conv before the PReLU stays float (int8 would only add a quantize/dequantize pair around it)
-    assert any("Conv" in n for n in how["float_nodes"])
+    # the export writes the PReLU as relu ops, so every conv runs in int8; nothing follows the last Gemm
+    assert how["float_nodes"] == []
+    embedder = ort.InferenceSession(str(exported["embedder_int8"]), providers=["CPUExecutionProvider"])
+    floats = json.loads(embedder.get_modelmeta().custom_metadata_map["quantization"])["float_nodes"]
+    assert floats and not any("Conv" in n or "Gemm" in n for n in floats)  # only the L2 normalisation after it
+    assert "PRelu" not in {n.op_type for n in onnx.load(str(exported["embedder_int8"])).graph.node}
 
 
 def test_int8_embedder_keeps_unit_rows(exported):
