@@ -205,13 +205,16 @@ CARD_COLUMNS = [("network", "network", ""), ("role", "role", ""), ("input", "inp
                 ("cpu_ms_per_img", "CPU ms/img (b=1, 1 thread, min)", ""), ("cpu_share", "CPU share", ""),
                 ("weights", "weights", "")]
 DEPLOYED_COLUMNS = [("onnx_fp32_ms", "ONNX fp32 ms/img", ""), ("onnx_int8_ms", "ONNX int8 ms/img", ""),
-                    ("int8_mb", "int8 file MB", ""), ("x_faster", "int8 × faster than SFace fp32 ONNX", "")]
+                    ("int8_mb", "int8 file MB", ""), ("x_faster_fp32", "fp32 × faster than SFace fp32 ONNX", ""),
+                    ("x_faster", "int8 × faster than SFace fp32 ONNX", "")]
 BUSY_NOTE = ("\\* measured while other processes took the CPU from the timing thread (its share of the wall time fell "
              f"below {BUSY_SHARE:.0%}): an upper bound, not the network's cost. Rerun on an idle machine.")
 
 
 def _ms(value: float | None, busy: bool | None = False) -> str:
-    return "–" if value is None else f"{value:.1f}" + (" *" if busy else "")
+    if value is None:
+        return "–"
+    return (f"{value:.2f}" if value < 10 else f"{value:.1f}") + (" *" if busy else "")
 
 
 def card_rows_markdown(rows: list[dict], deployed: bool = False) -> str:
@@ -225,7 +228,8 @@ def card_rows_markdown(rows: list[dict], deployed: bool = False) -> str:
             c.update(onnx_fp32_ms=_ms(r.get("onnx_fp32_ms"), r.get("onnx_fp32_busy")),
                      onnx_int8_ms=_ms(r.get("onnx_int8_ms"), r.get("onnx_int8_busy")),
                      int8_mb="–" if r.get("int8_mb") is None else f"{r['int8_mb']:.1f}",
-                     x_faster="–" if r.get("x_faster") is None else f"{r['x_faster']:.1f}×")
+                     x_faster="–" if r.get("x_faster") is None else f"{r['x_faster']:.1f}×",
+                     x_faster_fp32="–" if r.get("x_faster_fp32") is None else f"{r['x_faster_fp32']:.1f}×")
         cells.append(c)
     columns = CARD_COLUMNS[:-1] + (DEPLOYED_COLUMNS if deployed else []) + CARD_COLUMNS[-1:]
     table = markdown_table(cells, columns)
@@ -243,4 +247,12 @@ def print_model_cards(cfg) -> str:
                        onnx_repeats=int(cfg.get("onnx_repeats", 60)), onnx_warmup=int(cfg.get("onnx_warmup", 5)))
     table = card_rows_markdown(rows, deployed)
     print(table)
+    if cfg.get("out"):  # the rows as JSON beside the table, for charts (e.g. results/edge-student)
+        from facekd.runs import write_json
+
+        out = Path(str(cfg.out)).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "model_card.json", {"rows": rows, "load1": os.getloadavg()[0] if hasattr(os, "getloadavg")
+                                             else None})
+        (out / "model_card.md").write_text(table + "\n")
     return table

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_FACES = 64
 REFERENCE = "sface"  # the teacher whose fp32 ONNX time is the speed-up's reference
-DEPLOYED_KEYS = ("onnx_fp32_ms", "onnx_fp32_busy", "onnx_int8_ms", "onnx_int8_busy", "int8_mb", "x_faster")
+DEPLOYED_KEYS = ("onnx_fp32_ms", "onnx_fp32_busy", "onnx_int8_ms", "onnx_int8_busy", "int8_mb", "x_faster",
+                 "x_faster_fp32")
 
 
 @functools.lru_cache(maxsize=4)
@@ -117,12 +118,14 @@ class Deployment:
         return self.reference_ms
 
     def add_speedups(self, rows: list[dict[str, Any]]) -> None:
-        """Fill every row's deployed keys (None where not measured) and ``x_faster``: reference / int8 time."""
+        """Fill every row's deployed keys (None where not measured), ``x_faster`` (reference / int8 time) and
+        ``x_faster_fp32`` (reference / fp32 time)."""
         ref = self.reference() if any(r.get("onnx_int8_ms") for r in rows) else None
         for r in rows:
             for k in DEPLOYED_KEYS:
                 r.setdefault(k, None)
             r["x_faster"] = ref / r["onnx_int8_ms"] if ref and r["onnx_int8_ms"] else None
+            r["x_faster_fp32"] = ref / r["onnx_fp32_ms"] if ref and r["onnx_fp32_ms"] else None
 
 
 @contextlib.contextmanager

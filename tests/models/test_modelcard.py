@@ -1,3 +1,4 @@
+import json
 import tempfile
 
 import pytest
@@ -112,11 +113,13 @@ def test_deployed_card_times_fp32_and_int8_onnx():
     [row] = rows
     assert row["onnx_fp32_ms"] > 0 and row["onnx_int8_ms"] > 0 and row["cpu_ms_per_img"] > 0
     assert 5 < row["int8_mb"] < 0.5 * 4 * row["params"] / 1e6  # int8 weights: well under the fp32 bytes
-    assert row["x_faster"] > 0
+    assert row["x_faster"] > 0 and row["x_faster_fp32"] > 0
+    assert abs(row["x_faster"] / row["x_faster_fp32"] - row["onnx_fp32_ms"] / row["onnx_int8_ms"]) < 1e-9
     table = card_rows_markdown(rows, deployed=True)
     header = table.splitlines()[0]
     assert "ONNX fp32 ms/img" in header and "ONNX int8 ms/img" in header and "int8 file MB" in header
-    assert "× faster than SFace fp32 ONNX" in header and "CPU ms/img" in header
+    assert "int8 × faster than SFace fp32 ONNX" in header and "fp32 × faster than SFace fp32 ONNX" in header
+    assert "CPU ms/img" in header
     assert f"{row['x_faster']:.1f}×" in table
 
 
@@ -138,4 +141,18 @@ def test_shipped_sface_row_and_table_marks():
     assert shipped["onnx_int8_ms"] > 0 and shipped["int8_mb"] > 5 and shipped["x_faster"] == pytest.approx(2.0)
     table = card_rows_markdown(rows, deployed=True).splitlines()
     assert table[2].startswith("| sface (file as shipped) |") and "| – | – | – |" in table[2]
-    assert "| 12.0 * | 0.50 | 3.0 | 1.0 * | 4.4 |" in table[3] and table[-1].startswith("\\* measured while")
+    assert "| 12.0 * | 0.50 | 3.00 | 1.00 * | 4.4 |" in table[3] and table[-1].startswith("\\* measured while")
+
+
+def test_model_card_script_writes_json_and_markdown(tmp_path):
+    from omegaconf import OmegaConf
+
+    from facekd.modelcard import print_model_cards
+
+    cfg = OmegaConf.create({"teachers": [], "students": ["mobilefacenet"], "student_sizes": [32], "out_dim": 8,
+                            "teacher_weights": {}, "repeats": 1, "warmup": 0, "threads": 1, "deployed": False,
+                            "out": str(tmp_path / "card")})
+    table = print_model_cards(cfg)
+    saved = json.loads((tmp_path / "card" / "model_card.json").read_text())
+    assert [r["network"] for r in saved["rows"]] == ["mobilefacenet"] and saved["rows"][0]["input"] == 32
+    assert (tmp_path / "card" / "model_card.md").read_text() == table + "\n"
