@@ -352,7 +352,7 @@ def test_cosface_loss_by_hand_and_its_cosine_head():
 def test_int8_copies_are_calibrated_on_synthetic_faces_and_checked_on_val(student_run, tmp_path, caplog):
     import onnxruntime as ort
 
-    from facekd.quantize import QuantizeError
+    from facekd.errors import ArtifactError
 
     root = tmp_path / "int8"
     m = finetune(compose(f"paths.root={root}", f"finetune.student_run={student_run}", "finetune.plots=false",
@@ -386,7 +386,7 @@ def test_int8_copies_are_calibrated_on_synthetic_faces_and_checked_on_val(studen
 
     # no synthetic faces to calibrate on: refused before any training
     bare = write_student_run(tmp_path / "distill" / "bare")
-    with pytest.raises(QuantizeError, match="names no generate run"):
+    with pytest.raises(ArtifactError, match="names no generate run.*finetune.int8.enabled=false"):
         finetune(compose(f"paths.root={tmp_path / 'bare'}", f"finetune.student_run={bare}",
                          "finetune.int8.enabled=true"))
     assert not (tmp_path / "bare" / "finetune").exists()
@@ -404,3 +404,46 @@ def test_int8_settings_refusals():
         FinetuneSettings.from_config({**base, "int8": {"min_cosine": 2}})
     assert FinetuneSettings.from_config(base).int8 == {"enabled": False, "faces": 256, "min_cosine": 0.98,
                                                         "min_agreement": 0.95}
+
+
+def test_hold_term_by_hand():
+    from facekd.distill.losses import build_loss
+    from facekd.finetune.hold import HoldTerm
+
+    class Doubler(torch.nn.Module):
+        def embed(self, x):
+            return 2 * x
+
+    faces = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    targets = torch.zeros(6, 2)
+    term = HoldTerm(faces, targets, build_loss("mse"), weight=0.5, batch_size=3, seed=0)
+    idx = torch.randint(6, (3,), generator=torch.Generator().manual_seed(0))
+    got = term(Doubler(), lambda x: x + 1, torch.device("cpu"))
+    assert torch.allclose(got, 0.5 * ((2 * (faces[idx] + 1)) ** 2).mean())
+
+
+def test_hold_settings_refusals_and_hash():
+    from facekd.errors import ConfigError
+
+    base = {"student_run": "x"}
+    with pytest.raises(ConfigError, match="finetune.unfreeze=false"):
+        FinetuneSettings.from_config({**base, "hold": {"weight": 1.0}})
+    with pytest.raises(ConfigError, match="unknown finetune.hold key"):
+        FinetuneSettings.from_config({**base, "unfreeze": True, "augment": True, "hold": {"wieght": 1.0}})
+    with pytest.raises(ConfigError, match="finetune.hold.weight must be >= 0"):
+        FinetuneSettings.from_config({**base, "unfreeze": True, "augment": True, "hold": {"weight": -1}})
+    off = FinetuneSettings.from_config({**base, "unfreeze": True, "augment": True})
+    on = FinetuneSettings.from_config({**base, "unfreeze": True, "augment": True, "hold": {"weight": 0.5}})
+    assert "hold" not in off.hashed() and on.hashed()["hold"] == {"weight": 0.5, "faces": 1000, "batch_size": 32}
+
+
+def test_hold_term_trains_the_unfrozen_student_towards_the_teacher(smoke, student_run):
+    root, *_ = smoke
+    args = (*cfg_overrides(root, student_run), "finetune.hold.faces=16", "finetune.hold.batch_size=4")
+    held = finetune(compose(*args, "finetune.hold.weight=1.0", "finetune.name=held"))
+    plain = finetune(compose(*args, "finetune.name=plain"))
+    rows = (Path(held["run_dir"]) / "metrics.csv").read_text().splitlines()
+    assert "train_hold" in rows[0].split(",") and "train_hold" not in (Path(plain["run_dir"]) / "metrics.csv").read_text()
+    a = load_finetuned(Path(held["run_dir"]))[0].student.state_dict()["backbone.conv1.weight"]
+    b = load_finetuned(Path(plain["run_dir"]))[0].student.state_dict()["backbone.conv1.weight"]
+    assert not torch.equal(a, b)  # the term changed what the student learned

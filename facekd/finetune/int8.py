@@ -44,33 +44,10 @@ def check_int8(section: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def calibration_faces(student_manifest: Mapping[str, Any], n: int, image_size: int, grey: bool) -> np.ndarray:
-    """The last ``n`` faces of the student's generate run, as ``render_synthetic`` shows them (N x 3 x S x S uint8).
+    """The last ``n`` faces of the student's generate run (its held-out end), shown as the labeled photos are."""
+    from facekd.finetune.synthetic import student_synthetic_faces
 
-    A student run that names no generate run, or one that is gone or damaged, is refused: int8 needs unlabeled
-    faces to calibrate on."""
-    from facekd.data.synthetic import SyntheticFaces
-    from facekd.gallery_eval import render_synthetic
-    from facekd.quantize import QuantizeError
-    from facekd.runs import RunError
-
-    run = student_manifest.get("generate_run")
-    if not run:
-        raise QuantizeError(f"{KEY}.enabled=true, but the student run names no generate run to take synthetic "
-                            "calibration faces from; distill on a generate run (distill.generate_run) or set "
-                            f"{KEY}.enabled=false")
-    try:
-        faces = SyntheticFaces(run)
-    except RunError as e:
-        raise QuantizeError(f"{KEY}.enabled=true needs the synthetic faces the student was distilled on, but its "
-                            f"generate run {run} cannot be read: {e}. Rerun the generate stage there, or set "
-                            f"{KEY}.enabled=false") from None
-    expected = student_manifest.get("generate_config_hash")
-    if expected and faces.config_hash != expected:
-        raise QuantizeError(f"the generate run {run} was remade with another configuration since the student was "
-                            f"distilled on it; int8 calibration faces must come from the run it names. Regenerate "
-                            f"it as it was, or set {KEY}.enabled=false")
-    idx = np.arange(max(0, len(faces) - n), len(faces))
-    return render_synthetic(faces.batch(idx), image_size, grey).numpy()
+    return student_synthetic_faces(student_manifest, n, image_size, grey, KEY)
 
 
 def ship_int8(run_dir: Path, files: list[str], calibration: np.ndarray, val_images: torch.Tensor,

@@ -114,6 +114,7 @@ class FinetuneSettings:
     plots: bool = True
     open_set: dict = field(default_factory=lambda: {"far": DEFAULT_FAR})
     int8: dict = field(default_factory=dict)
+    hold: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,6 +142,9 @@ class FinetuneSettings:
         from facekd.finetune.int8 import check_int8
 
         object.__setattr__(self, "int8", check_int8(self.int8))
+        from facekd.finetune.hold import check_hold
+
+        object.__setattr__(self, "hold", check_hold(self.hold, self.unfreeze))
         if self.int8["enabled"] and not self.export_onnx:
             raise ConfigError("finetune.int8.enabled=true quantizes the exported ONNX models, but "
                               "finetune.export_onnx=false; set finetune.export_onnx=true or finetune.int8.enabled=false")
@@ -183,7 +187,10 @@ class FinetuneSettings:
                 + (f"-open{int(unknown_identities)}" if unknown_identities else ""))
 
     def hashed(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in _OPERATIONAL}
+        out = {k: v for k, v in asdict(self).items() if k not in _OPERATIONAL}
+        if not out["hold"]["weight"]:  # off: hashed as before the hold term existed
+            out.pop("hold")
+        return out
 
 
 def run_dir_for(cfg: Mapping[str, Any]) -> Path:
@@ -323,9 +330,8 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if settings.int8["enabled"]:  # refuse a missing calibration source before training, not after
         from facekd.finetune.int8 import calibration_faces
 
-        grey = bool(len(xtr)) and bool((xtr[:, 0] == xtr[:, 1]).all() and (xtr[:, 1] == xtr[:, 2]).all())
         calibration = calibration_faces(smanifest, int(settings.int8["faces"]), int(data_cfg.get("image_size", 112)),
-                                        grey)
+                                        _grey(xtr))
     log.info("finetune %s on %s: %d classes, train/val/test %d/%d/%d images", student_run, data.split_path,
              len(classes), len(ytr), len(yva), len(yte))
 
@@ -344,9 +350,12 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         val = (_features(model, xva, device, bs, "val features"), yva)
     else:
         train_data, val = sets["train"], (xva, yva)
+    from facekd.finetune.hold import build_hold
+
+    hold = build_hold(smanifest, settings.hold, int(data_cfg.get("image_size", 112)), _grey(xtr), seed)
     task = HeadTask(model, settings.loss, val, inputs="features" if settings.precomputed else "images",
                     unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs,
-                    select_on=settings.monitor if settings.select_key == "val_select" else None)
+                    select_on=settings.monitor if settings.select_key == "val_select" else None, hold=hold)
     train_cfg = TrainConfig.from_config(settings.train, "finetune.train", seed=seed, device=str(device), monitor=settings.select_key,
                                         mode=settings.mode)
     trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
@@ -475,6 +484,11 @@ def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Ten
              "FAR %.4f on %d unknown faces", figures["threshold"], far, figures["n_calibration"],
              figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
     return figures, (roc_far.tolist(), roc_dir.tolist())
+
+
+def _grey(images: torch.Tensor) -> bool:
+    """Whether uint8 N x 3 x H x W photos are grey (three equal channels)."""
+    return bool(len(images)) and bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
 
 
 def _deployed_cards(run_dir: Path, settings: FinetuneSettings) -> dict[str, Any]:

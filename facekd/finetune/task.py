@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from facekd.engine import Task, autocast
@@ -74,7 +75,7 @@ class HeadTask(Task):
 
     def __init__(self, model: SpecializedModel, loss: str, val: tuple[torch.Tensor, torch.Tensor], *,
                  inputs: str = "features", unfreeze: bool = False, backbone_lr_scale: float = 0.1,
-                 eval_batch_size: int = 64, select_on: str | None = None) -> None:
+                 eval_batch_size: int = 64, select_on: str | None = None, hold: nn.Module | None = None) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ConfigError(f"unknown finetune loss '{loss}'; use one of {', '.join(LOSSES)}")
@@ -92,6 +93,7 @@ class HeadTask(Task):
         else:
             model.student.requires_grad_(False)
         self.val, self.select_on = val, select_on
+        self._hold = [hold] if hold is not None else []  # finetune.hold (not a registered module: no parameters)
 
     @property
     def model(self) -> SpecializedModel:
@@ -132,7 +134,12 @@ class HeadTask(Task):
         x, y = batch
         logits = self.scores(x)
         loss = classification_loss(self.loss_name, logits, y, getattr(self.head, "scale", 16.0))
-        return loss, {"train_accuracy": (logits.argmax(1) == y).float().mean().detach()}
+        logs = {"train_accuracy": (logits.argmax(1) == y).float().mean().detach()}
+        if self._hold and self.unfreeze:
+            held = self._hold[0](self.model.student, self.model.preprocess, self.device)
+            loss = loss + held
+            logs["train_hold"] = held.detach()
+        return loss, logs
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -81,7 +81,8 @@ def test_every_teacher_row_follows_the_comparison_teacher(compose_smoke, tmp_pat
     cfg = compose_smoke(tmp_path, "teacher=facenet_vggface2")
     rows = ["transfer", "kd_labels", "subclass_kd", "subclass_kd_synthetic", "feature_kd_mse", "feature_kd_bce",
             "feature_kd_bce_unfrozen", "feature_kd_bce_unfrozen_lr01", "feature_kd_bce_mixup",
-            "feature_kd_bce_mixup_lr01", "feature_kd_bce_mixup_cosface", "feature_kd_bce_mixup_lr01_mobilefacenet", "skd",
+            "feature_kd_bce_mixup_lr01", "feature_kd_bce_mixup_cosface", "feature_kd_bce_mixup_lr01_mobilefacenet",
+            "feature_kd_bce_mixup_cosface_hold", "skd",
             "skd_distilled", "fitnet", "at"]
     assert all(cfg.baselines[r].teacher.name == "facenet_vggface2" for r in rows)
     # so the distilled rows read (or make) a distill run of that teacher, never the SFace one
