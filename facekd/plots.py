@@ -190,8 +190,9 @@ def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
 def plot_speed_accuracy(points: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, title: str = "",
                         xlabel: str = "ms per face (ONNX, batch 1, one CPU thread; log scale)",
                         ylabel: str = "test accuracy %") -> Path:
-    """One marker per ``{"label", "ms", "accuracy", "accuracy_std", "precision"}`` point (accuracy in %), error bars
-    of one std, the Pareto front (faster and at least as accurate) joined by a line; int8 points hollow."""
+    """One marker per ``{"label", "ms", "accuracy", "accuracy_std", "precision"}`` point (accuracy in %; ``short``,
+    when given, is the label drawn), error bars of one std, the Pareto front (faster and at least as accurate)
+    joined by a line; int8 points hollow."""
     fig = _figure(7.0, 4.6)
     ax = fig.add_subplot(1, 1, 1)
     pts = sorted(points, key=lambda p: float(p["ms"]))
@@ -199,14 +200,15 @@ def plot_speed_accuracy(points: Sequence[Mapping[str, Any]], path: str | os.Path
         hollow = p.get("precision") == "int8"
         ax.errorbar(float(p["ms"]), float(p["accuracy"]), yerr=float(p.get("accuracy_std") or 0.0), fmt="o",
                     mfc="white" if hollow else None, capsize=3, ms=7)
-        ax.annotate(str(p["label"]), (float(p["ms"]), float(p["accuracy"])), textcoords="offset points",
-                    xytext=(6, 5), fontsize=8)
+        ax.annotate(str(p.get("short") or p["label"]), (float(p["ms"]), float(p["accuracy"])),
+                    textcoords="offset points", xytext=(6, 5), fontsize=8)
     front = pareto_front(pts)
     if len(front) > 1:
         ax.plot([float(p["ms"]) for p in front], [float(p["accuracy"]) for p in front], "--", color="grey", lw=1,
                 label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.25)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -49,12 +49,12 @@ def row_points(card: Mapping[str, Any], results: Mapping[str, Any], method: str,
         raise ConfigError(f"row {method!r} is not in that results.json (it has {', '.join(rows)})")
     r = rows[method]
     label = f"{method} ({network}@{size})"
-    points = [{"label": label, "network": network, "input": size, "precision": "fp32", "seeds": r["seeds"],
+    points = [{"label": label, "short": f"{network}@{size} fp32", "network": network, "input": size, "precision": "fp32", "seeds": r["seeds"],
                "ms": card_time(card, network, size, "fp32"), "accuracy": 100 * r["accuracy_mean"],
                "accuracy_std": 100 * r["accuracy_std"], "source": f"{method}: test accuracy of its torch model"}]
     int8 = r.get("int8") or {}
     if "test_accuracy_int8_mean" in int8:
-        points.append({"label": label + " int8", "network": network, "input": size, "precision": "int8",
+        points.append({"label": label + " int8", "short": f"{network}@{size} int8", "network": network, "input": size, "precision": "int8",
                        "seeds": int8["seeds"], "ms": card_time(card, network, size, "int8"),
                        "accuracy": 100 * int8["test_accuracy_int8_mean"],
                        "accuracy_std": 100 * int8["test_accuracy_int8_std"],
