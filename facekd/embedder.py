@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facekd.errors import ArtifactError
+from facekd.errors import ArtifactError, ConfigError
 from facekd.runs import MANIFEST, RunError, read_json
 
 __all__ = ["EMBEDDER_FILE", "EMBEDDER_OUTPUT", "EMBEDDER_SPEC", "Features", "ImagesToEmbeddings", "export_embedder",
@@ -106,8 +106,33 @@ class EmbedderRun:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_embedder(run_dir: str | os.PathLike, threads: int | None = None) -> EmbedderRun:
-    """The ``embedder.onnx`` of a finished finetune run or comparison row, checked against its manifest's sha256."""
+PRECISIONS = ("fp32", "int8")
+
+
+def _embedder_file(run_dir: Path, artifacts: Mapping[str, Any], precision: str, sha256: str | None) -> str:
+    """Which embedder file of a run to load: the one whose recorded sha256 is ``sha256`` (a gallery's), else the
+    file of ``precision`` (``embedder.onnx`` or its int8 copy ``embedder.int8.onnx``)."""
+    from facekd.quantize import int8_path
+
+    files = {"fp32": EMBEDDER_FILE, "int8": int8_path(EMBEDDER_FILE).name}
+    if sha256 is not None:
+        for name in files.values():
+            if (artifacts.get(name) or {}).get("sha256") == sha256:
+                return name
+        return EMBEDDER_FILE  # none matches: the gallery check that follows names both sides
+    if precision not in files:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and files["int8"] not in artifacts:
+        raise RunError(f"{run_dir} holds no {files['int8']}: its finetune stage ran without int8 copies; rerun it "
+                       "with finetune.int8.enabled=true (and a new finetune.name), or use precision=fp32")
+    return files[precision]
+
+
+def load_embedder(run_dir: str | os.PathLike, threads: int | None = None, precision: str = "fp32",
+                  sha256: str | None = None) -> EmbedderRun:
+    """The embedder of a finished finetune run or comparison row, checked against its manifest's sha256:
+    ``embedder.onnx`` (``precision="fp32"``), its int8 copy (``"int8"``), or whichever of them has the recorded
+    ``sha256`` (a gallery's embedder)."""
     import onnxruntime as ort
 
     from facekd.hashing import verify_artifacts
@@ -121,20 +146,22 @@ def load_embedder(run_dir: str | os.PathLike, threads: int | None = None) -> Emb
     manifest = read_json(run_dir / MANIFEST)
     if not manifest.get("complete"):
         raise RunError(f"{run_dir} is unfinished; rerun the stage that made it to finish it")
-    recorded = (manifest.get("artifacts") or {}).get(EMBEDDER_FILE)
+    artifacts = manifest.get("artifacts") or {}
+    name = _embedder_file(run_dir, artifacts, precision, sha256)
+    recorded = artifacts.get(name)
     if recorded is None:
         raise RunError(f"{run_dir} holds no {EMBEDDER_FILE}: it was made before facekd exported embedders, or with "
                        "finetune.export_onnx=false; rerun its finetune stage (or comparison row) with a new run name to "
                        "get one")
-    verify_artifacts(run_dir, manifest, [EMBEDDER_FILE], writer=f"the {manifest.get('stage')} stage",
+    verify_artifacts(run_dir, manifest, [name], writer=f"the {manifest.get('stage')} stage",
                      fix="rerun that stage with a new run name")
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
     try:
-        session = ort.InferenceSession(str(run_dir / EMBEDDER_FILE), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(run_dir / name), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for a file it cannot load
-        raise ArtifactError(f"{run_dir / EMBEDDER_FILE} cannot be loaded by onnxruntime ({type(e).__name__}: {e}); "
+        raise ArtifactError(f"{run_dir / name} cannot be loaded by onnxruntime ({type(e).__name__}: {e}); "
                             "rerun the stage that made it") from e
     data = (manifest.get("config") or {}).get("data") or {}
     info = manifest.get("embedder") or {}

@@ -30,6 +30,7 @@ import numpy as np
 
 from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
 from facekd.errors import ConfigError, InputFileError
+from facekd.embedder import PRECISIONS
 from facekd.gallery import CALIBRATIONS, ON_EXISTS, TEMPLATES, Gallery, calibrate
 from facekd.validate import check_bool, check_choice, check_float, check_int, check_path, known_section
 
@@ -47,6 +48,7 @@ class EnrollSettings:
     model: str | None = None
     people: str | None = None
     gallery: str | None = None
+    precision: str = "fp32"
     on_exists: str = "refuse"
     remove: tuple[str, ...] = ()
     list: bool = False
@@ -72,6 +74,8 @@ class EnrollSettings:
         template = sec.get("template")
         return cls(
             model=paths["model"], people=paths["people"], gallery=paths["gallery"],
+            precision=check_choice(sec.get("precision", "fp32"), "enroll.precision", PRECISIONS,
+                                   what="which of the run's embedders a new gallery uses"),
             on_exists=check_choice(sec.get("on_exists", "refuse"), "enroll.on_exists", ON_EXISTS,
                                    what="what to do when a name is already enrolled"),
             remove=tuple(str(n) for n in remove), list=check_bool(sec.get("list", False), "enroll.list"),
@@ -92,12 +96,13 @@ class EnrollSettings:
 
 
 def gallery_path(cfg: Mapping[str, Any], settings: EnrollSettings) -> Path:
-    """``enroll.gallery``, or ``<paths.root>/galleries/<model run name>.npz``."""
+    """``enroll.gallery``, or ``<paths.root>/galleries/<model run name>[-int8].npz``."""
     if settings.gallery:
         return Path(settings.gallery)
     if not settings.model:
         raise ConfigError("set enroll.gallery=FILE (the gallery to list or change) or enroll.model=RUN")
-    return Path(str(cfg["paths"]["root"])) / "galleries" / f"{Path(settings.model).name}.npz"
+    suffix = "-int8" if settings.precision == "int8" else ""
+    return Path(str(cfg["paths"]["root"])) / "galleries" / f"{Path(settings.model).name}{suffix}.npz"
 
 
 def person_folders(root: str | os.PathLike) -> dict[str, list[Path]]:
@@ -214,11 +219,15 @@ def enroll(cfg: Mapping[str, Any]) -> dict[str, Any]:
         return {"gallery": path, "people": gallery.people()}
     from facekd.embedder import load_embedder
 
-    model = settings.model or (Gallery.load(path).embedder.get("path") if path.exists() else None)
+    existing = Gallery.load(path) if path.exists() else None
+    model = settings.model or (existing.embedder.get("path") if existing is not None else None)
     if not model:
         raise ConfigError("enroll.model is not set: give the run whose embedder the gallery uses, e.g. "
                           "enroll.model=runs/finetune/<name>")
-    embedder = load_embedder(model)
+    # an existing gallery keeps the embedder file it was built with (found by its sha256); a new one takes
+    # enroll.precision's
+    embedder = load_embedder(model, precision=settings.precision,
+                             sha256=existing.embedder_sha256 if existing is not None else None)
     gallery = _open_gallery(path, embedder, settings)
     if settings.template:
         gallery.template = settings.template

@@ -450,7 +450,7 @@ class GalleryNamer:
         if not model:
             raise ConfigError(f"identify.model is not set and {settings.gallery} does not name its embedder's run; "
                               "set identify.model=RUN")
-        self.run = load_embedder(model)
+        self.run = load_embedder(model, sha256=gallery.embedder_sha256)  # the file the gallery was built with
         self.gallery = Gallery.load(settings.gallery, self.run.sha256)  # refuses another embedder's gallery
         if not len(self.gallery):
             raise ConfigError(f"the gallery {settings.gallery} is empty: enroll people first with "

@@ -16,7 +16,8 @@ import numpy as np
 
 from facekd.data.faces import read_image
 from facekd.errors import ConfigError, InputFileError
-from facekd.validate import check_float, check_int, check_path, known_section, show_value
+from facekd.embedder import PRECISIONS
+from facekd.validate import check_choice, check_float, check_int, check_path, known_section, show_value
 
 __all__ = ["VerifySettings", "verify"]
 
@@ -28,6 +29,7 @@ class VerifySettings:
     model: str | None
     photos: tuple[str, str]
     gallery: str | None = None
+    precision: str = "fp32"
     threshold: float | None = None
     min_face_prob: float = 0.9
     min_face_size: int = 20
@@ -49,6 +51,8 @@ class VerifySettings:
         return cls(model=check_path(sec.get("model"), "verify.model"),
                    photos=(check_path(photos[0], "verify.photos"), check_path(photos[1], "verify.photos")),
                    gallery=check_path(sec.get("gallery"), "verify.gallery"),
+                   precision=check_choice(sec.get("precision", "fp32"), "verify.precision", PRECISIONS,
+                                          what="which of the run's embedders to use (a gallery's own wins)"),
                    threshold=None if threshold is None else check_threshold(threshold, "verify.threshold"),
                    min_face_prob=check_float(sec.get("min_face_prob", 0.9), "verify.min_face_prob", minimum=0.0,
                                              maximum=1.0),
@@ -66,7 +70,7 @@ def verify(cfg: Mapping[str, Any]) -> dict[str, Any]:
     s = VerifySettings.from_config(cfg["verify"])
     gallery = Gallery.load(s.gallery) if s.gallery else None
     model = s.model or (gallery.embedder.get("path") if gallery else None)
-    run = load_embedder(model)
+    run = load_embedder(model, precision=s.precision, sha256=gallery.embedder_sha256 if gallery else None)
     if gallery is not None:
         gallery = Gallery.load(s.gallery, run.sha256)  # refuses a gallery of another embedder
     threshold = s.threshold if s.threshold is not None else ((gallery.threshold or {}).get("value") if gallery else None)

@@ -371,6 +371,14 @@ def test_int8_copies_are_calibrated_on_synthetic_faces_and_checked_on_val(studen
     assert all(c["onnx_ms_per_img"] > 0 and c["file_mb"] > 0 for c in m["deployed"].values())
     artifacts = read_manifest(run, "finetune")["artifacts"]
     assert {"model.int8.onnx", "embedder.int8.onnx"} <= set(artifacts)
+    from facekd.embedder import load_embedder
+
+    e8, e32 = load_embedder(run, precision="int8"), load_embedder(run)
+    assert (e8.sha256, e32.sha256) == (artifacts["embedder.int8.onnx"]["sha256"], artifacts["embedder.onnx"]["sha256"])
+    assert load_embedder(run, sha256=e8.sha256).sha256 == e8.sha256  # a gallery's embedder is found by its bytes
+    crops = np.random.default_rng(0).integers(0, 256, (3, e8.image_size, e8.image_size, 3), dtype=np.uint8)
+    z8, z32 = e8.embed(crops), e32.embed(crops)
+    assert np.allclose(np.linalg.norm(z8, axis=1), 1.0, atol=1e-4) and (z8 * z32).sum(1).min() > 0.9
 
     # a copy below the bound is refused and not written; the fp32 files stay
     m = finetune(compose(f"paths.root={tmp_path / 'strict'}", f"finetune.student_run={student_run}",
@@ -383,6 +391,11 @@ def test_int8_copies_are_calibrated_on_synthetic_faces_and_checked_on_val(studen
     assert all(not (run / f).exists() for f in ("model.int8.onnx", "embedder.int8.onnx")
                if not m["int8"][f.replace(".int8", "")]["shipped"])
     assert (run / "model.onnx").is_file() and (run / "embedder.onnx").is_file()
+    if not m["int8"]["embedder.onnx"]["shipped"]:
+        from facekd.embedder import load_embedder
+
+        with pytest.raises(RunError, match="holds no embedder.int8.onnx.*finetune.int8.enabled=true"):
+            load_embedder(run, precision="int8")
 
     # no synthetic faces to calibrate on: refused before any training
     bare = write_student_run(tmp_path / "distill" / "bare")
