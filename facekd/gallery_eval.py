@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 Embed = Callable[[torch.Tensor], np.ndarray]  # uint8 N x 3 x S x S images -> N x D embeddings
 
 
+def is_grey(images: torch.Tensor) -> bool:
+    """Whether uint8 N x 3 x H x W photos are grey (three equal channels); False for none."""
+    return bool(len(images)) and bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+
+
 def render_synthetic(faces: np.ndarray, size: int, grey: bool) -> torch.Tensor:
     """Synthetic faces (N x H x W x 3 uint8) as the labeled photos are shown to a model: ``size`` square, grey when
     the photos are grey; N x 3 x size x size uint8."""

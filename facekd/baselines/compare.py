@@ -304,7 +304,7 @@ def gallery_settings(cfg: Mapping[str, Any], data: Any, root: Path) -> dict[str,
     if n:
         from facekd.data.labeled import split_datasets
         from facekd.data.synthetic import SyntheticFaces
-        from facekd.gallery_eval import render_synthetic
+        from facekd.gallery_eval import is_grey, render_synthetic
         from facekd.pipeline import ensure_generate_run
 
         run = root / "generate" / "impostors"
@@ -312,7 +312,7 @@ def gallery_settings(cfg: Mapping[str, Any], data: Any, root: Path) -> dict[str,
                      *[str(o) for o in g.get("generate_overrides") or []]]
         faces = SyntheticFaces(ensure_generate_run(cfg, root, overrides, run=run))
         x, _ = split_datasets(data, ("train",), augment_train=False)["train"].tensors()
-        grey = bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
+        grey = is_grey(x)
         out["impostors"] = render_synthetic(faces.batch(np.arange(min(n, len(faces)))),
                                             int(data.cfg.get("image_size", 112)), grey)
         out["impostors_id"] = {"generate": faces.config_hash, "n": int(min(n, len(faces))), "grey": grey}

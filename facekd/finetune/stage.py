@@ -53,6 +53,7 @@ from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, spl
 from facekd.distill import load_student
 from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, signature_diff
 from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
+from facekd.gallery_eval import is_grey
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
 from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
@@ -331,7 +332,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         from facekd.finetune.int8 import calibration_faces
 
         calibration = calibration_faces(smanifest, int(settings.int8["faces"]), int(data_cfg.get("image_size", 112)),
-                                        _grey(xtr))
+                                        is_grey(xtr))
     log.info("finetune %s on %s: %d classes, train/val/test %d/%d/%d images", student_run, data.split_path,
              len(classes), len(ytr), len(yva), len(yte))
 
@@ -352,7 +353,7 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
         train_data, val = sets["train"], (xva, yva)
     from facekd.finetune.hold import build_hold
 
-    hold = build_hold(smanifest, settings.hold, int(data_cfg.get("image_size", 112)), _grey(xtr), seed)
+    hold = build_hold(smanifest, settings.hold, int(data_cfg.get("image_size", 112)), is_grey(xtr), seed)
     task = HeadTask(model, settings.loss, val, inputs="features" if settings.precomputed else "images",
                     unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs,
                     select_on=settings.monitor if settings.select_key == "val_select" else None, hold=hold)
@@ -484,11 +485,6 @@ def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Ten
              "FAR %.4f on %d unknown faces", figures["threshold"], far, figures["n_calibration"],
              figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
     return figures, (roc_far.tolist(), roc_dir.tolist())
-
-
-def _grey(images: torch.Tensor) -> bool:
-    """Whether uint8 N x 3 x H x W photos are grey (three equal channels)."""
-    return bool(len(images)) and bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
 
 
 def _deployed_cards(run_dir: Path, settings: FinetuneSettings) -> dict[str, Any]:
