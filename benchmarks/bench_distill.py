@@ -153,7 +153,7 @@ def main() -> None:
     p.add_argument("--sizes", default="2000,20000,100000", help="cache sizes N for the memory part ('' = skip)")
     p.add_argument("--mem-steps", type=int, default=5)
     p.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--taps", default="", help="also bench the multi-tap loop for these tap sets, e.g. skd,top,embedding "
+    p.add_argument("--taps", default="", help="also bench the multi-tap loop for these tap sets, e.g. stages,top,embedding "
                    "(see benchmarks/bench_taps.py)")
     p.add_argument("--tap-loss", dest="tap_loss", default="skd")
     args = p.parse_args()

@@ -1,7 +1,7 @@
 """The multi-tap distillation loop (Eq. 6 rows: CE + lambda/2 * tap KD) against the bare student train step.
 
-    python benchmarks/bench_distill.py --taps skd,top,embedding --sizes ''     # run from bench_distill
-    python benchmarks/bench_taps.py --tap-sets skd,top,embedding                # or alone
+    python benchmarks/bench_distill.py --taps stages,top,embedding --sizes ''     # run from bench_distill
+    python benchmarks/bench_taps.py --tap-sets stages,top,embedding                # or alone
 
 For each tap set (the student's and the teacher's sets of that name, paired in order) the real SFace
 teacher's targets of --faces real DCGAN faces are cached (fp16 memory maps, pooled onto the student's grids),
@@ -27,7 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from facekd.baselines.common import RepeatedDataset  # noqa: E402
 from common import real_generate_run, steps_per_second  # noqa: E402
-from facekd.baselines.feature_reg import FeatureRegularizedTask, TapTargets  # noqa: E402
+from facekd.baselines.ce_taps import FeatureRegularizedTask, TapTargets  # noqa: E402
 from facekd.distill.tap_cache import teacher_tap_targets  # noqa: E402
 from facekd.distill.tap_loss import TapLoss, parse_pairs  # noqa: E402
 from facekd.engine import TrainConfig, Trainer, autocast, build_optimizer, resolve_device, seed_everything  # noqa: E402
@@ -96,7 +96,7 @@ def bare_speed(args, images: torch.Tensor, device: torch.device) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tap-sets", default="skd,top,embedding", help="tap set names, paired student/teacher")
+    p.add_argument("--tap-sets", default="stages,top,embedding", help="tap set names, paired student/teacher")
     p.add_argument("--tap-loss", dest="loss", default="skd")
     p.add_argument("--spectral-iters", type=int, default=8, help="power iterations per spectral norm (0 = exact SVD)")
 

@@ -28,12 +28,12 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from facekd.config import CONFIGS, ROW_ALIASES, register_rows
 from facekd.errors import EXIT_USER_ERROR, ConfigError, FacekdError, InputFileError
 
 __all__ = ["CONFIGS", "compose_config", "run_script", "help_text", "check_overrides", "ensure_writable_root", "refuse",
            "suggest_keys", "yaml_key_comments"]
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # Hydra flags that take the next argument as their value (so it is not an override).
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -101,6 +101,7 @@ def _guarded(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def _run_hydra(task: Callable[[Any], Any], config_name: str, script: str, args: list[str]) -> None:
     import hydra
 
+    register_rows()
     job = _guarded(task)
     job.__module__ = "__main__"
     saved = sys.argv
@@ -134,6 +135,7 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), hydra_config
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register_rows()
     if GlobalHydra.instance().is_initialized():
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
@@ -176,6 +178,10 @@ def _unknown_key_message(detail: str, config_name: str, overrides: list[str], he
         return f"The command line cannot be applied to {config_name}.yaml: {first}. {help_hint}"
     key = m.group(1)
     given = next((o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), key)
+    parts = key.split(".")
+    if len(parts) > 1 and parts[0] == "baselines" and parts[1] in ROW_ALIASES:
+        renamed = ".".join(["baselines", ROW_ALIASES[parts[1]], *parts[2:]])
+        return f"The row '{parts[1]}' is now called '{ROW_ALIASES[parts[1]]}': write {renamed} (from {given})."
     rest = [o for o in overrides if o != given]
     try:
         known = list(_flat_keys(_plain(compose_config(config_name, rest))))

@@ -174,7 +174,7 @@ def teacher_agreement(student: Mapping[str, tuple[np.ndarray, np.ndarray]],
             "similarity_corr": float(np.corrcoef(ss[iu], st[iu])[0, 1])}
 
 
-def agreement_table(results_json: str, teacher_row: str = "transfer") -> str:
+def agreement_table(results_json: str, teacher_row: str = "teacher_probe") -> str:
     """:func:`teacher_agreement` of every row of a comparison's ``results.json`` (enroll protocol), mean ± std over
     seeds, as a markdown table."""
     import json
@@ -201,6 +201,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="How much of the teacher's face space each row of an enroll-"
                                                  "protocol comparison carries to unseen people.")
     parser.add_argument("results_json", help="the comparison's results.json (data=orl_enroll)")
-    parser.add_argument("--teacher-row", default="transfer")
+    parser.add_argument("--teacher-row", default="teacher_probe")
     args = parser.parse_args()
     print(agreement_table(args.results_json, args.teacher_row))

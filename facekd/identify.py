@@ -177,8 +177,7 @@ def load_run(path: str | os.PathLike, backend: str = "onnx") -> FinetunedRun:
                 method = None
             if method:
                 raise _not_a_run(path, f"is the run folder of the comparison row '{method}', which saved no model "
-                                       "(rows that output embeddings save none, and results cached before rows "
-                                       "saved models have none: rerun the row with a new paths.root)")
+                                       "(rows that output embeddings save none)")
         raise _not_a_run(path, f"holds no {MANIFEST}, so it is not a facekd run folder")
     stage = read_json(path / MANIFEST).get("stage")
     if stage not in ("finetune", BASELINE_STAGE):

@@ -1,6 +1,6 @@
 """The distilled student's quality against the number of synthetic faces it saw (stream mode).
 
-For each point ``N`` of ``curve.faces`` the comparison row ``curve.row`` (a ``feature_kd`` row: distill, then
+For each point ``N`` of ``curve.faces`` the comparison row ``curve.row`` (a ``distilled`` row: distill, then
 a linear head) runs with its distill stage in stream mode: ``curve.epochs`` epochs, each drawing at least
 ``ceil(N / epochs)`` new generator faces (``distill.samples_per_epoch`` is set to the shortest whole number of
 batches whose weighted share for the synthetic source is that count; the other sources, such as the labeled
@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facekd.baselines.base import MethodResult, run_method
-from facekd.baselines.compare import _seeds
+from facekd.baselines.compare import _seeds, row_config
+from facekd.config import canonical_row, run_profile
 from facekd.config import plain
 from facekd.data.labeled import prepare_labeled
 from facekd.distill.batches import mixture_counts
@@ -146,12 +147,12 @@ def scale_curve(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     cfg = plain(cfg)
     curve = cfg.get("curve") or {}
     faces, epochs = curve_points(curve)
-    row_name = str(curve.get("row", "feature_kd_bce"))
+    row_name = canonical_row(str(curve.get("row", "distill_bce_probe")))
     baselines = cfg.get("baselines") or {}
-    if row_name not in baselines or str((baselines[row_name] or {}).get("method")) != "feature_kd":
-        known = sorted(k for k, v in baselines.items() if str((v or {}).get("method")) == "feature_kd")
-        raise ConfigError(f"curve.row={row_name!r} is not a feature_kd comparison row; use one of {', '.join(known)}")
-    row = dict(baselines[row_name])
+    if row_name not in baselines or str((baselines[row_name] or {}).get("method")) != "distilled":
+        known = sorted(k for k, v in baselines.items() if str((v or {}).get("method")) == "distilled")
+        raise ConfigError(f"curve.row={row_name!r} is not a distilled comparison row; use one of {', '.join(known)}")
+    _, row = row_config(cfg, row_name, run_profile(cfg) == "smoke")
     extra_overrides = [str(o) for o in plain(curve.get("overrides") or [])]
     root = Path(cfg["paths"]["root"])
     out_dir = Path(curve.get("out_dir") or root / "scale_curve")
@@ -167,7 +168,7 @@ def scale_curve(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
         results = []
         for seed in seeds:
             t = time.perf_counter()
-            res = run_method("feature_kd", point_cfg, cfg["data"], root, seed, data=data)
+            res = run_method("distilled", point_cfg, cfg["data"], root, seed, data=data)
             log.info("curve: %d faces, seed %d: accuracy %.4f, real test R² %s (%.0f s)", n, seed, res.accuracy,
                      res.extra.get("distill_real_test_r2"), time.perf_counter() - t)
             results.append(res)

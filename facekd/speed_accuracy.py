@@ -4,8 +4,8 @@
 
 * ``CARD_JSON``: ``model_card.json`` of ``python scripts/model_card.py out=FOLDER`` (deployed columns on);
 * each ``--row`` names a comparison row and the network it deploys, e.g.
-  ``feature_kd_bce_mixup_lr01_mobilefacenet=mobilefacenet@64:runs/edge/compare/results.json``
-  (``transfer=sface@112`` for the teacher with its linear probe); the row's accuracy (mean ± std over its
+  ``distill_bce_mixup_finetune_mobilefacenet=mobilefacenet@64:runs/edge/compare/results.json``
+  (``teacher_probe=sface@112`` for the teacher with its linear probe); the row's accuracy (mean ± std over its
   seeds) comes from that ``results.json`` (``--results`` gives the default one); a row with int8 copies
   (``finetune.int8``) adds an int8 point at its int8 test accuracy;
 * ``--cite LABEL=NETWORK@SIZE:ACC:STD:SOURCE`` adds a point measured elsewhere (its source says where).

@@ -13,4 +13,4 @@ examples:
 from facekd.cli import run_script
 
 if __name__ == "__main__":
-    run_script("facekd.pipeline:main_job", "demo", __doc__)
+    run_script("facekd.jobs:main_job", "demo", __doc__)

@@ -9,4 +9,4 @@ examples:
 from facekd.cli import run_script
 
 if __name__ == "__main__":
-    run_script("facekd.modelcard:print_model_cards", "model_card", __doc__)
+    run_script("facekd.model_cards:print_model_cards", "model_card", __doc__)

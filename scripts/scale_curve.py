@@ -1,6 +1,6 @@
 """The distilled student's quality against the number of synthetic faces it saw.
 
-For each count in curve.faces, the feature_kd_bce row is distilled in stream mode (new generator faces
+For each count in curve.faces, the distill_bce_probe row is distilled in stream mode (new generator faces
 every step, the teacher online) for curve.epochs epochs that together show the student that many faces,
 then finetuned and scored under the shared split. Writes curve.csv, curve.json and curve.png (R² on the
 real val/test photos and held-out synthetic faces, and test accuracy, against faces seen) to curve.out_dir.

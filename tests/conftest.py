@@ -5,6 +5,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+from facekd.config import register_rows  # noqa: E402
+
+register_rows()  # the Hydra config `rows` (every configs/baseline/*.yaml), for tests that compose directly
+
 
 @pytest.fixture(scope="session")
 def orl():

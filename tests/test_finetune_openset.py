@@ -55,14 +55,14 @@ def test_open_set_finetune_writes_threshold_metrics_and_roc(tmp_path, student_ru
     assert "open_set.json" in read_manifest(run, "finetune", complete=True)["artifacts"]
 
 
-def test_closed_set_finetune_config_has_no_open_set_record():
+def test_closed_set_finetune_config_records_the_whole_section():
     from facekd.data.labeled import data_identity
     from facekd.finetune.stage import _stage_config
 
     cfg = compose("finetune.student_run=/nowhere")
     settings = FinetuneSettings.from_config(cfg["finetune"])
     stage = _stage_config(cfg, settings)
-    assert "open_set" not in stage["finetune"] and "unknown_identities" not in stage["data"]
+    assert stage["finetune"]["open_set"] == {"far": 0.01} and stage["data"]["unknown_identities"] == 0
     assert "open_set" not in settings.hashed() and data_identity(cfg["data"]) == stage["data"]
     assert not run_dir_for(cfg).name.endswith("-open0")
 

@@ -194,10 +194,11 @@ def test_a_comparison_row_saves_a_model_identify_can_use(orl, photos, tmp_path):
     with it, refuses its torch backend, and refuses it once the model's bytes change."""
     from facekd.baselines import run_method
     from facekd.runs import read_manifest
+    from facekd.baselines.compare import row_config
     from tests.baselines.conftest import compose_compare
 
     c = compose_compare(tmp_path / "runs")
-    mcfg = {**c.baselines["scratch"], "progress": False}
+    mcfg = {**row_config(c, "scratch", smoke=True)[1], "progress": False}
     res = run_method("scratch", mcfg, c.data, c.paths.root, 0, export=True)
     row = Path(res.run_dir)
     manifest = read_manifest(row, "baseline")

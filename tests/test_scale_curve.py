@@ -48,12 +48,12 @@ def _cfg(root, *overrides):
 
 
 def test_an_unknown_row_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="curve.row='scratch' is not a feature_kd comparison row"):
+    with pytest.raises(ConfigError, match="curve.row='scratch' is not a distilled comparison row"):
         scale_curve(_cfg(tmp_path, "curve.row=scratch", "curve.faces=[8]"))
 
 
 def test_two_points_end_to_end(tmp_path, capsys):
-    quick = ["baselines.feature_kd_bce.finetune.export_onnx=false", "baselines.feature_kd_bce.finetune.plots=false"]
+    quick = ["baselines.distill_bce_probe.finetune.export_onnx=false", "baselines.distill_bce_probe.finetune.plots=false"]
     points = scale_curve(_cfg(tmp_path, "curve.faces=[16,8]", "curve.epochs=2", "curve.references={scratch: 0.5}",
                               *quick))
     assert [p["faces"] for p in points] == [8, 16] and [p["faces_per_epoch"] for p in points] == [4, 8]

@@ -9,7 +9,7 @@ from PIL import Image
 from facekd.assets import cache_dir
 from facekd.cli import compose_config
 from facekd.identify import CSV_FILE, identify
-from facekd.pipeline import specialize
+from facekd.jobs import specialize
 from facekd.runs import read_json
 
 PEOPLE = 4
@@ -30,7 +30,7 @@ def test_specialize_then_identify_a_new_photo(orl, tmp_path, capsys):
     assert f"identify.model={run}" in printed
     model = read_json(root / "specialize" / "model.json")
     assert model["finetune_run"] == str(run)
-    assert model["row"] == "feature_kd_bce_mixup_lr01", "the recommended recipe is the default model"
+    assert model["row"] == "distill_bce_mixup_finetune", "the recommended recipe is the default model"
     finetuned = read_json(run / "manifest.json")["config"]["finetune"]
     assert finetuned["unfreeze"] and finetuned["augment"], "the whole student is fine-tuned, not a frozen one's head"
     distilled = read_json(Path(finetuned["student_run"]) / "manifest.json")["config"]["distill"]

@@ -1,4 +1,4 @@
-"""Baseline methods under one interface (scratch, transfer, Hinton KD, triplet, MAML, feature KD, pixels).
+"""Baseline methods under one interface (scratch, teacher probe, Hinton KD, triplet, MAML, feature KD, pixels).
 
 Every method is a plug-in registered in :data:`METHODS`; :func:`run_method` runs one under the shared split
 and caches its :class:`MethodResult`; :func:`facekd.baselines.compare.compare_baselines` runs them all.

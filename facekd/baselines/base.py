@@ -73,7 +73,7 @@ TEST_FEATURES = "test_features.npz"
 # keys of a method config that do not change its result (left out of the cache hash)
 OPERATIONAL_KEYS = ("device", "progress", "num_workers", "eval_batch_size", "card_repeats")
 # bump when the evaluation protocol changes, so cached results are recomputed
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: rows renamed, every config key hashed whatever its value
 # the false-accept rate an open-set row's threshold is calibrated to, unless the comparison sets open_set_far
 DEFAULT_OPEN_SET_FAR = 0.01
 
@@ -114,7 +114,7 @@ class Fitted:
     """A fitted method: its predictor, the student network's name and anything worth reporting.
 
     ``card`` overrides the model card of ``predictor`` (e.g. when the deployed model is not one module).
-    ``side_predictors`` are other models worth scoring beside it (e.g. the transfer baseline's teacher by
+    ``side_predictors`` are other models worth scoring beside it (e.g. the teacher_probe row's teacher by
     nearest class mean); :func:`run_method` scores them on test once and reports
     ``extra["<name>_accuracy"]``.  They are never used for selection.
     """
@@ -136,9 +136,13 @@ class Fitted:
 
 
 class Method:
-    """A baseline method.  Subclasses implement :meth:`fit`; ``name`` is set by the registry lookup."""
+    """A baseline method.  Subclasses implement :meth:`fit`; ``name`` is set by the registry lookup.
+
+    ``uses_teacher``: the comparison gives the row its ``teacher`` section (:func:`facekd.baselines.compare.row_config`).
+    """
 
     name: str = "method"
+    uses_teacher: bool = False
 
     def student_name(self, cfg: Mapping[str, Any]) -> str:
         """The network the method trains (the table's *student* column)."""
@@ -279,19 +283,12 @@ def method_hash(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str,
     """The cache key of one run: method, its result-defining config, the data config, the split, the seed,
     the identity of its inputs from other stages (:meth:`Method.prepare`) and ``content``, the hash of the
     split's image bytes (:func:`split_content_hash`), so a photo replaced under its name reruns the row.
-    ``open_set_far`` (open-set splits only) is the false-accept rate the row's threshold is calibrated to.
-    A closed-set key is the one it was before the open-set protocol existed (``data.unknown_identities: 0``
-    is left out of it)."""
+    ``open_set_far`` (open-set splits only, else None) is the false-accept rate the row's threshold is calibrated to."""
     cfg = {k: v for k, v in plain(method_cfg).items() if k not in OPERATIONAL_KEYS}
-    key = {"method": name, "cfg": cfg, "data": data_identity(data_cfg), "split": split_id, "seed": int(seed),
-           "protocol": PROTOCOL_VERSION}
-    if open_set_far is not None:
-        key["open_set_far"] = float(open_set_far)
-    if content:
-        key["content"] = content
-    if inputs:
-        key["inputs"] = plain(inputs)
-    return config_hash(key)
+    return config_hash({"method": name, "cfg": cfg, "data": data_identity(data_cfg), "split": split_id,
+                        "seed": int(seed), "protocol": PROTOCOL_VERSION,
+                        "open_set_far": None if open_set_far is None else float(open_set_far),
+                        "content": content, "inputs": plain(inputs or {})})
 
 
 def split_content_hash(data: LabeledData) -> str:
@@ -353,7 +350,7 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     path = result_path(paths_root, name, digest)
     if path.exists() and not force:
         log.info("%s seed %d: cached result %s", name, seed, path)
-        cached = backfill_weighted_f1(MethodResult.from_dict(read_json(path)), path.parent / TEST_FEATURES)
+        cached = MethodResult.from_dict(read_json(path))
         if gallery_key is not None and (path.parent / GALLERY_EMBEDDINGS).is_file():
             cached.extra["gallery"] = _rescore_gallery(path.parent, gallery_key, cached.extra.get("gallery") or {})
         return cached
@@ -382,7 +379,7 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     if gallery_key is not None:
         scores["extra"]["gallery"] = _gallery(fitted, data, gallery_key, gallery.get("impostors"),
                                               int(cfg.get("eval_batch_size", 64)), run_dir)
-    if export and "finetune_run" not in fitted.extra:  # a feature_kd row's finetune run is its deployable model
+    if export and "finetune_run" not in fitted.extra:  # a distilled row's finetune run is its deployable model
         from facekd.baselines.deploy import export_predictor
 
         saved = export_predictor(predictor, data, run_dir, name, cfg, scores["extra"].get("open_set"),
@@ -432,22 +429,6 @@ def _rescore_gallery(run_dir: Path, settings: Mapping[str, Any], old: Mapping[st
                                               settings["far"], settings["calibration"])
     figures["embedding"] = old.get("embedding", "")
     return figures
-
-
-def backfill_weighted_f1(result: MethodResult, features: Path) -> MethodResult:
-    """A result cached before ``f1_weighted`` existed gets it when it is exact without retraining: on a test split
-    whose classes all hold the same number of images (the saved test labels say so), the support-weighted F1
-    equals the macro F1.  Otherwise it stays missing (shown as "–")."""
-    if "f1_weighted" in result.test or "f1_macro" not in result.test or not features.exists():
-        return result
-    try:
-        with np.load(features) as saved:
-            counts = np.bincount(saved["labels"])
-    except (OSError, KeyError, ValueError):
-        return result
-    if len(counts) and counts.min() == counts.max():
-        result.test["f1_weighted"] = result.test["f1_macro"]
-    return result
 
 
 def save_test_features(predictor: Predictor, data: LabeledData, path: Path, batch_size: int = 64) -> None:

@@ -32,7 +32,7 @@ __all__ = [
     "step_train_config",
     "selection_score",
     "ImageClassifierTask",
-    "HeadTask",
+    "FeatureHeadTask",
     "fit_head",
     "batched",
     "train_engine",
@@ -136,7 +136,7 @@ class ImageClassifierTask(Task):
         return {"val_loss": loss, "val_accuracy": acc, "val_select": selection_score(acc, loss)}
 
 
-class HeadTask(Task):
+class FeatureHeadTask(Task):
     """A linear head trained by cross-entropy on fixed features; scored on val features (``to_classes``, no
     parameters, maps the head's outputs to class scores when they are not class scores themselves)."""
 
@@ -171,7 +171,7 @@ def fit_head(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, 
 
     head = LinearHead(train[0].shape[1], num_classes)
     tc, per_epoch = step_train_config(cfg, seed, section="head", amp=False, channels_last=False)
-    task = HeadTask(head, val)
+    task = FeatureHeadTask(head, val)
     train_engine(task, TensorDataset(*train), tc, per_epoch, run_dir, config)
     return task.head.eval()
 

@@ -28,12 +28,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facekd.baselines.base import DEFAULT_OPEN_SET_FAR, METHODS, MethodResult, plain, run_method
-from facekd.config import run_profile
+from facekd.config import canonical_row, run_profile
+from facekd.modelcard import BUSY_NOTE
 from facekd.data.labeled import prepare_labeled
 from facekd.runs import atomic_path, write_json
 from facekd.errors import ConfigError, UnknownNameError
 
-__all__ = ["resolve_rows", "summarize", "comparison_markdown", "paper_markdown", "write_csv", "plot_accuracy",
+__all__ = ["resolve_rows", "row_config", "summarize", "comparison_markdown", "paper_markdown", "write_csv", "plot_accuracy",
            "compare_baselines", "headline_markdown", "run_profile", "PAPER_RESULTS", "CAVEAT", "SMOKE_LINE"]
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ PAPER_RESULTS: dict[tuple[str, str | None], str] = {
     ("scratch", "convnet9"): "19.78 (ConvNet-9)",
     ("scratch", "resnet18"): "52.14 (ResNet-18)",
     ("scratch", "resnet50"): "40.09 (ResNet-50)",
-    ("transfer", None): "97.71 (VGGFace2 ResNet-50)",
-    ("feature_kd", "mse"): "2.29 (ConvNet-9); ResNet-18: R² ≈ 0",
-    ("feature_kd", "bce"): "44.80 (ConvNet-9), 79.83 (ResNet-18)",
+    ("teacher_probe", None): "97.71 (VGGFace2 ResNet-50)",
+    ("distilled", "mse"): "2.29 (ConvNet-9); ResNet-18: R² ≈ 0",
+    ("distilled", "bce"): "44.80 (ConvNet-9), 79.83 (ResNet-18)",
     ("triplet", None): "triplet accuracy 83.10 (ConvNet-9), 91.16 (ResNet-50)",
-    ("kd_labels", None): "2.56 (ConvNet-9 <- InceptionV3)",
+    ("hinton_kd", None): "2.56 (ConvNet-9 <- InceptionV3)",
     ("subclass_kd", None): "Sun: weighted F1 72.06 (MobileNetV2 <- ResNet-50, MHIST; Hinton KD 72.85, none 71.63)",
     ("maml", None): "no result",
 }
@@ -61,34 +62,42 @@ CAVEAT = ("The paper's numbers come from different data and networks (Pins, 105 
           "configured data set and teacher, selected on val. Compare trends, not values.")
 
 
-def resolve_rows(methods: Sequence[str], baselines: Mapping[str, Any] | None) -> list[tuple[str, str, dict]]:
-    """``[(row name, plug-in name, method config)]``; an unknown name raises ``KeyError`` listing the known ones."""
-    baselines = plain(baselines) or {}
-    rows, unknown = [], []
-    for row in methods:
-        row = str(row)
-        if row in baselines:
-            cfg = dict(baselines[row] or {})
-            plugin = str(cfg.get("method", row))
-        elif row in METHODS:
-            cfg, plugin = {}, row
-        else:
-            unknown.append(row)
-            continue
-        if plugin not in METHODS:
-            raise UnknownNameError(f"row '{row}' names method '{plugin}', which is unknown; known methods: "
-                                   f"{', '.join(METHODS.names())}")
-        rows.append((row, plugin, cfg))
+def row_config(cfg: Mapping[str, Any], row: str, smoke: bool = False) -> tuple[str, dict[str, Any]]:
+    """``(plug-in, config)`` of one registered row: ``baselines.<row>``, its ``smoke`` section laid over it when
+    ``smoke``, and the comparison's ``teacher`` for a plug-in that uses one (injected here, and only here)."""
+    from omegaconf import OmegaConf
+
+    rcfg = dict(plain((cfg.get("baselines") or {}).get(row)) or {})
+    smoke_cfg = rcfg.pop("smoke", None) or {}
+    if smoke and smoke_cfg:
+        rcfg = OmegaConf.to_container(OmegaConf.merge(rcfg, smoke_cfg), resolve=True)
+    plugin = str(rcfg.get("method", row))
+    if plugin not in METHODS:
+        raise UnknownNameError(f"row '{row}' names method '{plugin}', which is unknown; known methods: "
+                               f"{', '.join(METHODS.names())}")
+    if getattr(METHODS.get(plugin), "uses_teacher", False) and cfg.get("teacher"):
+        rcfg["teacher"] = plain(cfg["teacher"])
+    return plugin, rcfg
+
+
+def resolve_rows(methods: Sequence[str] | str, cfg: Mapping[str, Any], smoke: bool = False) -> list[tuple[str, str, dict]]:
+    """``[(row name, plug-in name, row config)]`` for the rows ``methods`` names (``all``: every registered row; a
+    former name resolves to the row's new one).  An unknown name raises, listing the known rows."""
+    known = sorted((cfg.get("baselines") or {}).keys())
+    if methods == "all" or list(methods) == ["all"]:
+        methods = known
+    names = [canonical_row(str(m)) for m in methods]
+    unknown = [m for m in names if m not in known]
     if unknown:
-        known = sorted(set(baselines) | set(METHODS.names()))
-        raise UnknownNameError(f"unknown method(s) {', '.join(unknown)}; known methods: {', '.join(known)}")
-    if len({r for r, _, _ in rows}) != len(rows):
+        raise UnknownNameError(f"unknown row(s) {', '.join(unknown)}; known rows (files under configs/baseline/): "
+                               f"{', '.join(known)}")
+    if len(set(names)) != len(names):
         raise ConfigError(f"methods lists a row twice: {list(methods)}")
-    return rows
+    return [(row, *row_config(cfg, row, smoke)) for row in names]
 
 
 def _network(plugin: str, cfg: Mapping[str, Any]) -> str | None:
-    if plugin == "feature_kd":
+    if plugin == "distilled":
         return str(cfg.get("loss", "bce"))
     if plugin == "scratch":
         student = cfg.get("student") or {}
@@ -123,8 +132,6 @@ def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[M
     out: dict[str, Any] = {"method": row, "plugin": plugin, "student": results[0].student,
                            "seeds": len(results), "paper": PAPER_RESULTS.get((plugin, _network(plugin, cfg)), "")}
     for k in METRICS:
-        if any(k not in r.test for r in results):  # a result cached before the metric existed
-            continue
         v = np.array([r.test[k] for r in results], dtype=float)
         out[f"{k}_mean"], out[f"{k}_std"] = float(v.mean()), float(v.std())
     for k in ("params", "mflops", "cpu_ms_per_img", "train_seconds"):
@@ -221,8 +228,6 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-BUSY_NOTE = ("\\* measured while other processes took the CPU from the timing thread (its share of the wall time "
-             "fell below 90%): an upper bound, not the network's cost. Rerun on an idle machine.")
 
 
 def paper_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -334,7 +339,8 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     from facekd.openset import check_far
 
     cfg = plain(cfg)
-    rows = resolve_rows(cfg["methods"], cfg.get("baselines"))
+    smoke = run_profile(cfg) == "smoke"
+    rows = resolve_rows(cfg["methods"], cfg, smoke)
     seeds = _seeds(cfg)
     far = check_far(cfg.get("open_set_far", DEFAULT_OPEN_SET_FAR), "open_set_far")
     root = Path(cfg["paths"]["root"])
@@ -352,7 +358,6 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
             log.info("%s seed %d: accuracy %.4f (%.0f s)", row, seed, res.accuracy, time.perf_counter() - t)
             results.setdefault(row, []).append(res)
     summary = [summarize(row, plugin, mcfg, results[row]) for row, plugin, mcfg in rows]
-    smoke = run_profile(cfg) == "smoke"
     title = (f"{'SMOKE (toy sizes) - ' if smoke else ''}{cfg['data'].get('name', 'data')}: {data.num_classes} "
              f"identities, {cfg['data'].get('per_class')} train images each")
     table = comparison_markdown(summary)
@@ -388,9 +393,8 @@ def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     write_json(out_dir / "results.json", {"rows": summary, "seeds": seeds, "split": str(data.split_path),
                                           "results": {k: [r.as_dict() for r in v] for k, v in results.items()},
                                           "wall_seconds": round(time.perf_counter() - t0, 1)})
-    labels = cfg.get("labels")
-    if labels:  # the main job: the headline table, with the rows' long names
-        print(f"{title}; {split_txt}; {seeds_txt}\n\n{headline_markdown(summary, labels)}\n\n"
+    if cfg.get("headline"):  # the main job: the short table
+        print(f"{title}; {split_txt}; {seeds_txt}\n\n{headline_markdown(summary)}\n\n"
               f"the full table (precision, recall, train time, notes) and the paper's figures: {out_dir / 'comparison.md'}")
     else:
         print(f"{title}; {split_txt}; {seeds_txt}\n\n{table}\n\nBeside the paper:\n\n{paper}\n\nwritten to {out_dir}")
@@ -407,14 +411,13 @@ HEADLINE_COLUMNS = [("method", "method"), ("accuracy", "accuracy %"), ("f1_macro
                     ("params", "params (M)"), ("mflops", "MFLOPs"), ("cpu_ms_per_img", "CPU ms/img")]
 
 
-def headline_markdown(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str]) -> str:
-    """The short table the main job prints: each row under its long name (``labels``), six columns."""
+def headline_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The short table the main job prints: six columns, the teacher's nearest-class-mean accuracy beside its probe."""
     lines = ["| " + " | ".join(h for _, h in HEADLINE_COLUMNS) + " |", "|" + "|".join("---" for _ in HEADLINE_COLUMNS) + "|"]
     for r in rows:
-        label = str(labels.get(r["method"], r["method"]))
+        label = str(r["method"])
         if "teacher_ncm_accuracy_mean" in r:
-            ncm = f"nearest class mean {_pm(r, 'teacher_ncm_accuracy')}%"
-            label = f"{label[:-1]}; {ncm})" if label.endswith(")") else f"{label} ({ncm})"
+            label += f" (nearest class mean {_pm(r, 'teacher_ncm_accuracy')}%)"
         cells = [label, _pm(r, "accuracy"), _pm(r, "f1_macro"),
                  f"{r['params'] / 1e6:.2f}", f"{r['mflops']:,.0f}",
                  f"{r['cpu_ms_per_img']:.1f}" + (" *" if r.get("latency_busy") else "")]

@@ -1,6 +1,6 @@
 """A comparison row's deployable model, for ``scripts/identify.py``.
 
-A row whose predictor outputs class scores (``scratch``, ``transfer``, ``kd_labels``, ``subclass_kd``, ``skd``...)
+A row whose predictor outputs class scores (``scratch``, ``teacher_probe``, ``hinton_kd``, ``subclass_kd``, ``skd``...)
 saves, beside its ``result.json``:
 
 * ``model.onnx``: uint8 RGB ``N x 3 x S x S`` faces framed as the data config frames them (``S`` =

@@ -10,11 +10,11 @@
 
        L = alpha * CE(classes) + (1 - alpha) * T^2 * KL(softmax(teacher subclasses / T) || softmax(student / T))
 
-   over the same views as ``kd_labels``, with the same network, steps, optimizer and augmentation
+   over the same views as ``hinton_kd``, with the same network, steps, optimizer and augmentation
    (``configs/baseline/subclass_kd.yaml``), so the two rows differ only in the knowledge transferred.  Its
    ``C x K`` outputs are pooled to ``C`` class scores for val, test and the deployed model (:class:`SubclassPool`).
    ``kd.unlabeled_views`` and ``kd.synthetic.count`` add unlabeled images to the KL term only
-   (:func:`~facekd.baselines.kd_labels.logit_kd_train_set`).
+   (:func:`~facekd.baselines.hinton_kd.logit_kd_train_set`).
 3. **Collapse check.** For each class, the share of the teacher's probability mass on the train views that
    each of its subclasses receives; a subclass under 1% is dead.  Reported as ``extra["subclasses_used"]``
    (of ``C x K``), with a warning naming the classes where ``K - 1`` or more are dead.
@@ -32,11 +32,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from facekd.baselines.base import METHODS, Fitted, Predictor, default_device, plain
-from facekd.baselines.common import HeadTask, Standardize, batched, step_train_config, train_engine
-from facekd.baselines.kd_labels import (KDLabels, augmented_views, labeled_ce, logit_kd_train_set,
+from facekd.baselines.common import FeatureHeadTask, Standardize, batched, step_train_config, train_engine
+from facekd.baselines.kd_views import augmented_views
+from facekd.baselines.hinton_kd import (HintonKD, labeled_ce, logit_kd_train_set,
                                         on_teacher_scores, unlabeled_settings)
 from facekd.baselines.scratch import student_config, train_classifier
-from facekd.baselines.transfer import teacher_config
+from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.errors import ConfigError
 from facekd.models import build_teacher
@@ -102,7 +103,7 @@ def subclass_kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch
     """``alpha * CE(class_logits(student), labels) + (1 - alpha) * T^2 * KL(p_teacher || p_student)``.
 
     The KL runs over the ``C*K`` subclass distributions at temperature ``T`` on every item; the CE skips
-    unlabeled items (label :data:`~facekd.baselines.kd_labels.UNLABELED`).  Returns the loss and its terms.
+    unlabeled items (label :data:`~facekd.baselines.hinton_kd.UNLABELED`).  Returns the loss and its terms.
     """
     t = float(temperature)
     ce = labeled_ce(class_logits(student, num_classes), labels)
@@ -136,7 +137,7 @@ def subclass_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     k = check_int(kd["subclasses"], "kd.subclasses", minimum=None)
     if k < 2:
         raise ConfigError(f"kd.subclasses={k}: subclass distillation needs at least 2 subclasses per class; "
-                          "with one it is plain Hinton KD, so use the kd_labels row instead")
+                          "with one it is plain Hinton KD, so use the hinton_kd row instead")
     alpha = check_float(kd["alpha"], "kd.alpha")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"kd.alpha={alpha} is outside [0, 1]: it weighs the label loss against the subclass "
@@ -153,7 +154,7 @@ def subclass_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "aux": aux}
 
 
-class SubclassHeadTask(HeadTask):
+class SubclassHeadTask(FeatureHeadTask):
     """A ``C*K`` linear head on fixed teacher features: class CE (summed subclass probabilities) plus
     ``aux_weight`` times :func:`subclass_aux_loss`; scored on val by class accuracy and loss."""
 
@@ -200,9 +201,9 @@ def fit_subclass_teacher(data: LabeledData, cfg: Mapping[str, Any], run_dir: Pat
 
 
 @METHODS.register("subclass_kd")
-class SubclassKD(KDLabels):
+class SubclassKD(HintonKD):
     """Student trained on labels and the teacher's subclass distributions (subclass distillation); makes its
-    generate run (synthetic faces in the KL term) as ``kd_labels`` does."""
+    generate run (synthetic faces in the KL term) as ``hinton_kd`` does."""
 
     def student_name(self, cfg: Mapping[str, Any]) -> str:
         s = student_config(cfg)

@@ -76,17 +76,10 @@ def protocol_from_cfg(cfg: Mapping[str, Any]) -> SplitProtocol:
 
 
 def data_identity(cfg: Mapping[str, Any]) -> dict:
-    """The ``data`` section as hashed into cache keys and resume checks: ``unknown_identities`` is left out when
-    it is 0 (closed set), so closed-set runs keep the keys they had before the open-set protocol existed."""
+    """The ``data`` section as hashed into cache keys and resume checks: every key, as plain values."""
     from facekd.config import plain
 
-    d = dict(plain(cfg) or {})
-    if not d.get("unknown_identities"):
-        d.pop("unknown_identities", None)
-    if not (d.get("enroll_identities") or d.get("stranger_identities")):
-        for k in ("enroll_identities", "enroll_shots", "stranger_identities"):
-            d.pop(k, None)
-    return d
+    return dict(plain(cfg) or {})
 
 
 def check_data_config(cfg: Mapping[str, Any]) -> SplitProtocol:

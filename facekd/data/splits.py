@@ -31,10 +31,8 @@ log = logging.getLogger(__name__)
 TOO_FEW = ("error", "drop")
 PARTS = ("train", "val", "test")
 UNKNOWN_PARTS = ("unknown_val", "unknown_test")  # open set only: identities withheld from training
-_UNKNOWN_FIELDS = ("unknown_classes", *UNKNOWN_PARTS)
 # enroll protocol only: people no training step sees (enrolled from a few photos), and strangers
 ENROLL_PARTS = ("enroll", "enroll_query", "strangers")
-_ENROLL_FIELDS = ("enroll_classes", "stranger_classes", *ENROLL_PARTS)
 
 
 @dataclass(frozen=True)
@@ -74,15 +72,8 @@ class SplitProtocol:
             object.__setattr__(self, k, v)
 
     def as_dict(self) -> dict:
-        """The protocol as recorded (manifest, file name, split id); ``unknown_identities`` only when > 0, so a
-        closed-set protocol reads exactly as before the key existed."""
-        d = asdict(self)
-        if not d["unknown_identities"]:
-            del d["unknown_identities"]
-        if not self.enroll_protocol:
-            for k in ("enroll_identities", "enroll_shots", "stranger_identities"):
-                del d[k]
-        return d
+        """The protocol as recorded (manifest, file name, split id)."""
+        return asdict(self)
 
     @property
     def enroll_protocol(self) -> bool:
@@ -141,23 +132,13 @@ class Split:
     @property
     def id(self) -> str:
         """Short hash identifying the split (data, protocol and file lists)."""
-        key = {"fp": self.data_fingerprint, "p": self.protocol, "t": self.train, "v": self.val, "s": self.test}
-        if self.open_set:
-            key.update(uc=self.unknown_classes, uv=self.unknown_val, us=self.unknown_test)
-        if self.enroll_protocol:
-            key.update(ec=self.enroll_classes, sc=self.stranger_classes, e=self.enroll, eq=self.enroll_query,
-                       st=self.strangers)
-        return config_hash(key)
+        return config_hash({"fp": self.data_fingerprint, "p": self.protocol, "t": self.train, "v": self.val,
+                            "s": self.test, "uc": self.unknown_classes, "uv": self.unknown_val, "us": self.unknown_test,
+                            "ec": self.enroll_classes, "sc": self.stranger_classes, "e": self.enroll,
+                            "eq": self.enroll_query, "st": self.strangers})
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        if not self.open_set:  # a closed-set manifest is written exactly as before the open-set parts existed
-            for k in _UNKNOWN_FIELDS:
-                del d[k]
-        if not self.enroll_protocol:
-            for k in _ENROLL_FIELDS:
-                del d[k]
-        return d
+        return asdict(self)
 
     def write(self, path: str | os.PathLike) -> Path:
         write_json(path, self.as_dict())
@@ -166,7 +147,7 @@ class Split:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Split":
         d = read_json(path)
-        for k in PARTS + tuple(k for k in UNKNOWN_PARTS + ENROLL_PARTS if k in d):
+        for k in PARTS + UNKNOWN_PARTS + ENROLL_PARTS:
             d[k] = [(p, int(y)) for p, y in d[k]]
         return cls(**d)
 

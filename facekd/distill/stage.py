@@ -16,7 +16,13 @@ barrier, then all ranks open the finished caches.
 The generate run's shards are checked against the checksums its manifest recorded before anything
 else, and every cache is keyed on the bytes of the files it reads.  The run's manifest records the
 sha256 of every file the stage writes (``artifacts``) and the fingerprint of every source it read
-(``source_fingerprints``).
+(``source_fingerprints``).  It records the whole composed config (``config``, less Hydra's own section), and
+the resume check hashes every key of it but ``resume``, ``paths`` and the operational ones (cache folder and
+batch sizes), whatever their values: the ``data`` section as given, and ``distill.sources.synthetic.mode`` and
+``.stream`` in shards mode too.
+
+The stage runs in steps: set up (check the config, build the models, refuse a run that cannot resume),
+prepare the inputs (:mod:`facekd.distill.inputs`), the multi-layer term, the batches, train, and write.
 """
 from __future__ import annotations
 
@@ -31,33 +37,28 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from facekd.config import plain as _plain
-from facekd.data.labeled import LabeledData, data_identity, prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
 from facekd.distill.batches import CachedBatches, OnlineBatches
-from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_cache
-from facekd.distill.connector import Connector, train_connector
-from facekd.distill.losses import LOSSES, FeatureLoss, FeatureStats, build_loss
-from facekd.distill.sources import (active_source_weights, check_monitor_trains, check_no_leak, folder_source,
-                                    labeled_mixup_source, labeled_train_items, labeled_train_source, open_generate_run,
-                                    real_eval_sources, synthetic_sources)
+from facekd.distill.cache import FeatureCache
+from facekd.distill.connector import Connector
+from facekd.distill.inputs import CONNECTOR_FILE, DistillInputs, mixture_stats, prepare_inputs
+from facekd.distill.losses import LOSSES, FeatureLoss, build_loss
+from facekd.distill.sources import check_monitor_trains, open_generate_run
 from facekd.distill.stage_taps import TapTerm, build_tap_loss, fit_target_stats, tap_settings, tap_targets_for
 from facekd.distill.stream import (STREAM_SOURCE, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
-                                   check_same_generator, stats_faces, stream_source, stream_stats,
-                                   without_stream_keys)
+                                   check_same_generator, stats_faces)
 from facekd.distill.student_run import STAGE, STUDENT_FILE
-from facekd.distill.views import ViewSource
 from facekd.engine import (Task, TrainConfig, Trainer, barrier, init_distributed, load_best,
                            save_safetensors, seed_everything)
-from facekd.hashing import artifact_checksums, read_safetensors
+from facekd.hashing import artifact_checksums
 from facekd.metrics import RegressionMeter
 from facekd.models import Student, Teacher, build_student, build_teacher
-from facekd.runs import MANIFEST, read_json, write_json, write_manifest
+from facekd.runs import MANIFEST, read_json, write_manifest
 
 __all__ = ["DistillTask", "distill", "DistillInputs", "mixture_stats", "check_dims"]
 
 log = logging.getLogger(__name__)
 
-CONNECTOR_FILE = "connector.safetensors"
 # keys that do not change a run's result, so a resume may change them
 _OPERATIONAL = ("cache_dir", "cache_batch_size", "eval_batch_size")
 ADAPTERS_FILE = "adapters.safetensors"  # the multi-layer term's adapters (never part of the student)
@@ -97,16 +98,6 @@ def _loss_options(loss_cfg: Mapping[str, Any]) -> tuple[dict, bool, dict]:
     if paper and opts["name"] != "bce":
         raise ValueError(f"loss.paper_connector=true is the paper's sigmoid-BCE variant; use loss=bce, not loss={opts['name']}")
     return opts, paper, connector
-
-
-def mixture_stats(stats: list[tuple[np.ndarray, np.ndarray]], weights: list[float]) -> FeatureStats:
-    """Mean and std of a mixture of sources sampled with ``weights`` (each source's mean and std given)."""
-    p = np.asarray(weights, dtype=np.float64)
-    p = p / p.sum()
-    mean = sum(pi * m.astype(np.float64) for pi, (m, _) in zip(p, stats))
-    second = sum(pi * (s.astype(np.float64) ** 2 + m.astype(np.float64) ** 2) for pi, (m, s) in zip(p, stats))
-    std = np.sqrt(np.maximum(second - mean**2, 0.0))
-    return FeatureStats(torch.from_numpy(mean).float(), torch.from_numpy(std).float())
 
 
 # ------------------------------------------------------------------------------------------------ task
@@ -198,98 +189,6 @@ class DistillTask(Task):
         return out
 
 
-# ------------------------------------------------------------------------------------------------ inputs
-
-
-@dataclass
-class DistillInputs:
-    """Everything the training needs, prepared once (rank 0 first under DDP)."""
-
-    train_sources: list[ViewSource]
-    weights: list[float]
-    train_caches: list[FeatureCache | ImageMeanTargets]  # cached mode: one per source; online mode: empty
-    stats: FeatureStats
-    evals: dict[str, FeatureCache]
-    labeled: LabeledData | None
-    connector: Connector | None = None
-    connector_info: dict = field(default_factory=dict)
-    stats_caches: list[FeatureCache] = field(default_factory=list)
-
-
-def _prepare(cfg: dict, teacher: Teacher, store_size: int, device: torch.device, paper: bool,
-             connector_cfg: dict, run_dir: Path, reuse_connector: bool,
-             stream: StreamFaces | None = None) -> DistillInputs:
-    d, seed = cfg["distill"], int(cfg.get("seed", 0))
-    presets = d.get("augment_presets") or {}
-    root, bs = Path(d["cache_dir"]), int(d.get("cache_batch_size", 64))
-    src_cfg = d["sources"]
-
-    def cache(source: ViewSource) -> FeatureCache:
-        return build_feature_cache(source, teacher, teacher.signature, root, store_size, device, batch_size=bs,
-                                   progress=bool(d["train"].get("progress", True)))
-
-    faces = SyntheticFaces(d["generate_run"])
-    synth, holdout = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)
-    if stream is not None:  # the generate run keeps only the holdout; training faces are made per step
-        synth = stream_source(stream.settings, stream.sampler, src_cfg["synthetic"], seed)
-    sources: list[ViewSource] = [synth]
-    labeled = None
-    active = active_source_weights(src_cfg)
-    lt_cfg = src_cfg.get("labeled_train") or {}
-    want_labeled_train = "labeled_train" in active or paper  # paper mode trains its connector on these views
-    if d.get("eval_real", True) or want_labeled_train or "labeled_mixup" in active:
-        labeled = prepare_labeled(cfg["data"], cfg["paths"]["root"])
-    lt_source = labeled_train_source(labeled, lt_cfg, presets, seed) if want_labeled_train else None
-    if "labeled_train" in active:
-        sources.append(lt_source)
-    if "labeled_mixup" in active:
-        sources.append(labeled_mixup_source(labeled, src_cfg["labeled_mixup"], presets, seed))
-    if "folder" in active:
-        sources.append(folder_source(src_cfg["folder"], presets, seed))
-    sources = [s for s in sources if s.weight > 0]
-    if not sources:
-        raise ValueError("every distillation source has weight 0: give distill.sources.<name>.weight > 0")
-    check_no_leak(sources, labeled)
-    weights = [s.weight for s in sources]
-
-    evals = {"holdout": cache(holdout)}
-    if labeled is not None and d.get("eval_real", True):
-        for part, src in real_eval_sources(labeled, d.get("eval_max_images")).items():
-            evals[f"real_{part}"] = cache(src)
-
-    if d["teacher_mode"] == "cached":
-        train_caches = [ImageMeanTargets(cache(s), s.views) if s.targets == "image_mean" else cache(s)
-                        for s in sources]
-        stats_caches = train_caches
-    else:  # online: statistics from one seeded augmented view of every image (the cached views when views=1)
-        if any(s.targets != "view" for s in sources):
-            raise ValueError("targets: image_mean needs the cached teacher features of every view "
-                             "(distill.teacher_mode=cached); online mode trains on each fresh view's own features")
-        train_caches = []
-        stats_caches = [stream_stats(stream, teacher, bs) if s.name == STREAM_SOURCE
-                        else cache(ViewSource(**{**s.__dict__, "views": 1})) for s in sources]
-    stats = mixture_stats([c.stats() for c in stats_caches], weights)
-
-    connector, info = None, {}
-    if paper:
-        lt_cache = cache(lt_source)
-        labels = np.asarray([y for _, y in labeled_train_items(labeled, lt_cfg.get("max_images"))], dtype=np.int64)
-        view_labels = labels[np.arange(len(lt_cache)) // lt_source.views]
-        path = run_dir / CONNECTOR_FILE
-        if reuse_connector and path.exists():
-            connector = Connector(stats)
-            connector.load_state_dict(read_safetensors(
-                path, writer="this distill run (the paper connector, saved before an interruption)",
-                fix="delete it and resume the run (resume=true), which trains the connector again"))
-            connector.requires_grad_(False).eval()
-            info = read_json(run_dir / "connector.json")
-        else:
-            connector, info = train_connector(lt_cache.features, view_labels, stats, connector_cfg, seed)
-            save_safetensors(connector.state_dict(), path)
-            write_json(run_dir / "connector.json", info)
-    return DistillInputs(sources, weights, train_caches, stats, evals, labeled, connector, info, stats_caches)
-
-
 # ------------------------------------------------------------------------------------------------ outputs
 
 
@@ -333,22 +232,100 @@ def _summary(name: str, best: dict, best_epoch: int, epochs: int, uses_labels: b
 # ------------------------------------------------------------------------------------------------ stage
 
 
+@dataclass
+class _Run:
+    """A distill run as set up before its inputs are prepared: the checked config, the models and the trainer."""
+
+    cfg: dict
+    loss_opts: dict
+    paper: bool
+    connector_cfg: dict
+    taps_cfg: dict
+    train_cfg: TrainConfig
+    info: Any
+    device: torch.device
+    teacher: Teacher | None
+    stream_cfg: StreamSettings | None
+    stream: StreamFaces | None
+    stream_info: dict | None
+    student_section: dict
+    student: Student
+    teacher_sig: Any
+    run_dir: Path
+    trainer: Trainer
+
+    @property
+    def d(self) -> dict:
+        return self.cfg["distill"]
+
+    @property
+    def online(self) -> bool:
+        return self.d["teacher_mode"] == "online"
+
+    @property
+    def stream_fields(self) -> dict:
+        """The manifest's ``stream`` field (stream mode only)."""
+        return {"stream": self.stream_info} if self.stream else {}
+
+
+@dataclass
+class _Taps:
+    """The multi-layer term (``distill.taps``) and its targets; all empty when the term is off."""
+
+    term: TapTerm | None = None
+    info: dict | None = None
+    train: list | None = None
+    evals: dict = field(default_factory=dict)
+
+
 def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     """Run the distill stage described by ``cfg`` (configs/distill.yaml); returns the run folder."""
+    run = _setup(_run_config(cfg))
+    if run.info.is_main:
+        _start(run)
+    inputs = _prepare_on_ranks(run)
+    loss_opts = {**run.loss_opts, "targets": "probabilities"} if run.paper else run.loss_opts
+    loss = build_loss(loss_opts, inputs.stats)
+    taps = _tap_term(run, inputs)
+    task = DistillTask(run.student, loss, inputs.evals if run.info.is_main else {}, inputs.connector,
+                       run.teacher if run.online else None, run.d.get("eval_batch_size", 128), taps.term, taps.evals,
+                       run.stream)
+    if not run.online:
+        run.teacher = None  # cached mode: the teacher never runs again
+    data = _batches(run, inputs, taps.train)
+    result = run.trainer.fit(task, data)
+    if run.info.is_main:
+        _write(run, inputs, taps, task, data, result)
+    barrier()
+    return run.run_dir
+
+
+def _run_config(cfg: Mapping[str, Any] | DictConfig) -> dict:
+    """The config a distill run records (and hashes): the whole composed config but Hydra's own section, every
+    key whatever its value (the ``data`` section as given, ``distill.sources.synthetic.mode`` and ``.stream``
+    in shards mode too)."""
     cfg = dict(_plain(cfg))
-    if "data" in cfg:  # closed set: recorded and hashed as before data.unknown_identities existed
-        cfg["data"] = data_identity(cfg["data"])
     cfg.pop("hydra", None)
+    return cfg
+
+
+def _hashed(cfg: Mapping[str, Any]) -> dict:
+    """What the resume check hashes: the recorded config less ``resume``, ``paths`` and the operational keys."""
+    hashed = {k: v for k, v in cfg.items() if k not in ("resume", "paths")}
+    hashed["distill"] = {k: v for k, v in cfg["distill"].items() if k not in (*_OPERATIONAL, "train")}
+    return hashed
+
+
+def _setup(cfg: dict) -> _Run:
+    """Check the config, build the teacher, the stream and the student, and refuse a run that cannot resume."""
     d = cfg["distill"]
     stream_cfg = StreamSettings.from_config(d)
-    if stream_cfg is None:  # shards mode: recorded and hashed as before stream mode existed
-        cfg["distill"] = d = without_stream_keys(d)
     loss_opts, paper, connector_cfg = _loss_options(cfg["loss"])
     taps_cfg = tap_settings(d)
     if d.get("teacher_mode") not in ("cached", "online"):
         raise ValueError(f"distill.teacher_mode must be 'cached' or 'online', got {d.get('teacher_mode')!r}")
-    train_cfg = TrainConfig.from_config(d["train"], "distill.train", seed=int(cfg.get("seed", 0)), device=cfg.get("device", "auto"),
-                                        resume=bool(cfg.get("resume", False)))
+    train_cfg = TrainConfig.from_config(d["train"], "distill.train", seed=int(cfg.get("seed", 0)),
+                                        device=cfg.get("device", "auto"), resume=bool(cfg.get("resume", False)))
     check_monitor_trains(train_cfg.monitor, d["sources"])
     info, device = init_distributed(train_cfg.device)
     open_generate_run(d["generate_run"])  # refuse a missing, incomplete or damaged generate run before anything else
@@ -364,102 +341,110 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
     student = build_student(student_section, teacher.feature_dim)
     teacher_sig = teacher.signature
     run_dir = Path(cfg["paths"]["root"]) / "distill" / str(d["name"])
-    hashed = {k: v for k, v in cfg.items() if k not in ("resume", "paths")}
-    hashed["distill"] = {k: v for k, v in d.items() if k not in (*_OPERATIONAL, "train")}
-    trainer = Trainer(train_cfg, run_dir, config=hashed)
+    trainer = Trainer(train_cfg, run_dir, config=_hashed(cfg))
     if stream is not None and train_cfg.resume and trainer.checkpoint_path.exists() and (run_dir / MANIFEST).exists():
         check_same_generator(read_json(run_dir / MANIFEST), stream_cfg, stream.sampler)
     trainer.check_resumable("resume with the same settings, or start a fresh run (resume=false, or another distill.name)")
+    return _Run(cfg, loss_opts, paper, connector_cfg, taps_cfg, train_cfg, info, device, teacher, stream_cfg, stream,
+                stream_info, student_section, student, teacher_sig, run_dir, trainer)
 
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not train_cfg.resume:
-            for f in (STUDENT_FILE, CONNECTOR_FILE, ADAPTERS_FILE, "connector.json", "summary.txt"):
-                (run_dir / f).unlink(missing_ok=True)
-        write_manifest(run_dir, STAGE, cfg, complete=False, **({"stream": stream_info} if stream else {}))
-    # rank 0 builds every cache (and the split, and the connector); the others then open them
-    prep = (cfg, teacher, student.input_size, device, paper, connector_cfg, run_dir)
-    resuming = train_cfg.resume and trainer.checkpoint_path.exists()
-    inputs = _prepare(*prep, reuse_connector=resuming, stream=stream) if info.is_main else None
+
+def _start(run: _Run) -> None:
+    """Rank 0: the run folder, cleared of a former run's outputs unless resuming, and an incomplete manifest."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    if not run.train_cfg.resume:
+        for f in (STUDENT_FILE, CONNECTOR_FILE, ADAPTERS_FILE, "connector.json", "summary.txt"):
+            (run.run_dir / f).unlink(missing_ok=True)
+    write_manifest(run.run_dir, STAGE, run.cfg, complete=False, **run.stream_fields)
+
+
+def _prepare_on_ranks(run: _Run) -> DistillInputs:
+    """Rank 0 builds every cache (and the split, and the connector); the others then open them."""
+    prep = (run.cfg, run.teacher, run.student.input_size, run.device, run.paper, run.connector_cfg, run.run_dir)
+    resuming = run.train_cfg.resume and run.trainer.checkpoint_path.exists()
+    inputs = prepare_inputs(*prep, reuse_connector=resuming, stream=run.stream) if run.info.is_main else None
     barrier()
-    if not info.is_main:
-        inputs = _prepare(*prep, reuse_connector=True, stream=stream)
+    if not run.info.is_main:
+        inputs = prepare_inputs(*prep, reuse_connector=True, stream=run.stream)
+    return inputs
 
-    if paper:
-        loss_opts = {**loss_opts, "targets": "probabilities"}
-    loss = build_loss(loss_opts, inputs.stats)
-    online = d["teacher_mode"] == "online"
-    tap_term, tap_info, train_taps, eval_taps = None, None, None, {}
-    if float(taps_cfg["weight"]) > 0:
-        tap_loss = build_tap_loss(taps_cfg, student, teacher)
-        tap_args = (teacher, tap_loss, Path(d["cache_dir"]) / "taps", float(taps_cfg["cache_max_gb"]),
-                    int(d.get("cache_batch_size", 64)), bool(d["train"].get("progress", True)))
-        # the standardisation of the targets is fitted on the first source: its cached views, or (online) the
-        # images that set the feature statistics (the stream's seeded stats faces)
-        fit_on = (inputs.train_caches[0] if not online else
-                  stats_faces(stream, int(d.get("cache_batch_size", 64))) if inputs.train_sources[0].name == STREAM_SOURCE
-                  else inputs.stats_caches[0])
-        if info.is_main:  # rank 0 builds the tap caches; the others then open them
-            eval_taps = {k: tap_targets_for(c, *tap_args) for k, c in inputs.evals.items()}
-            fit_targets = tap_targets_for(fit_on, *tap_args)
-            train_taps = None if online else [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
-        barrier()
-        if not info.is_main:
-            fit_targets = tap_targets_for(fit_on, *tap_args)
-            train_taps = None if online else [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
-        fit_target_stats(tap_loss, fit_targets)
-        tap_term = TapTerm(tap_loss, student, float(taps_cfg["weight"]), teacher if online else None)
-        tap_info = {**taps_cfg, "pairs": [f"{p.student}->{p.teacher}" for p in tap_loss.pairs],
-                    "adapters_file": ADAPTERS_FILE}
-    task = DistillTask(student, loss, inputs.evals if info.is_main else {}, inputs.connector,
-                       teacher if online else None, d.get("eval_batch_size", 128), tap_term, eval_taps, stream)
-    if not online:
-        del teacher  # cached mode: the teacher never runs again
-    common = dict(seed=train_cfg.seed, rank=info.rank, world_size=info.world_size,
-                  num_workers=train_cfg.num_workers, pin_memory=device.type == "cuda")
-    if stream is not None:
-        data = StreamBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
-                             d.get("samples_per_epoch"), **common)
-    elif online:
-        data = OnlineBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
-                             d.get("samples_per_epoch"), **common)
-    else:
-        data = CachedBatches(inputs.train_caches, inputs.weights, train_cfg.batch_size, d.get("samples_per_epoch"),
-                             taps=train_taps, **common)
 
-    result = trainer.fit(task, data)
-
-    if info.is_main:
-        load_best(task, run_dir)
-        save_safetensors(student.state_dict(), run_dir / STUDENT_FILE,
-                         {"best_epoch": result.best_epoch, "monitor": train_cfg.monitor})
-        if tap_term is not None:
-            tap_term.remove()
-            save_safetensors(tap_term.loss.state_dict(), run_dir / ADAPTERS_FILE, {"best_epoch": result.best_epoch})
-        _plot_curves(result.history, run_dir, result.best_epoch)
-        best = next(r for r in result.history if r["epoch"] == result.best_epoch)
-        labeled = inputs.labeled
-        uses_train = any(s.name == "labeled-train" for s in inputs.train_sources)
-        faces = SyntheticFaces(d["generate_run"])
-        line = _summary(d["name"], best, result.best_epoch, train_cfg.epochs, paper, run_dir)
-        write_manifest(
-            run_dir, STAGE, cfg, student=student_section, teacher=teacher_sig, out_dim=student.out_dim,
-            input_size=student.input_size, generate_run=str(Path(d["generate_run"]).resolve()),
-            generate_config_hash=faces.config_hash,
-            split_path=str(labeled.split_path.resolve()) if labeled is not None else None,
-            split_id=labeled.split.id if labeled is not None else None,
-            uses_train_images=uses_train, uses_labels=paper,
-            metric_space="connector" if paper else "teacher", teacher_mode=d["teacher_mode"],
-            sources=[{"name": s.name, "images": s.size, "views": s.views, "weight": s.weight,
-                      "cache": str(c.folder) if c is not None else None}
-                     for s, c in zip(inputs.train_sources, inputs.train_caches or [None] * len(inputs.train_sources))],
-            eval_caches={k: str(c.folder) for k, c in inputs.evals.items()},
-            samples_per_epoch=data.total, best_epoch=result.best_epoch, best=best, connector=inputs.connector_info,
-            taps=tap_info, source_fingerprints={s.name: s.fingerprint for s in inputs.train_sources},
-            artifacts=artifact_checksums(run_dir, [f for f in (STUDENT_FILE, ADAPTERS_FILE, CONNECTOR_FILE,
-                                                               "connector.json") if (run_dir / f).is_file()]),
-            summary=line, complete=True, **({"stream": stream_info} if stream else {}))
-        (run_dir / "summary.txt").write_text(line + "\n")
-        log.info(line)  # once: the console handler shows it, the job's log file keeps it
+def _tap_term(run: _Run, inputs: DistillInputs) -> _Taps:
+    """The multi-layer term with its teacher targets (rank 0 builds the tap caches first), or none when off."""
+    taps_cfg, d, online, is_main = run.taps_cfg, run.d, run.online, run.info.is_main
+    if not float(taps_cfg["weight"]) > 0:
+        return _Taps()
+    tap_loss = build_tap_loss(taps_cfg, run.student, run.teacher)
+    tap_args = (run.teacher, tap_loss, Path(d["cache_dir"]) / "taps", float(taps_cfg["cache_max_gb"]),
+                int(d.get("cache_batch_size", 64)), bool(d["train"].get("progress", True)))
+    # the standardisation of the targets is fitted on the first source: its cached views, or (online) the
+    # images that set the feature statistics (the stream's seeded stats faces)
+    fit_on = (inputs.train_caches[0] if not online else
+              stats_faces(run.stream, int(d.get("cache_batch_size", 64)))
+              if inputs.train_sources[0].name == STREAM_SOURCE else inputs.stats_caches[0])
+    eval_taps: dict = {}
+    if is_main:  # rank 0 builds the tap caches; the others then open them
+        eval_taps = {k: tap_targets_for(c, *tap_args) for k, c in inputs.evals.items()}
+        fit_targets = tap_targets_for(fit_on, *tap_args)
+        train_taps = None if online else [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
     barrier()
-    return run_dir
+    if not is_main:
+        fit_targets = tap_targets_for(fit_on, *tap_args)
+        train_taps = None if online else [tap_targets_for(c, *tap_args) for c in inputs.train_caches]
+    fit_target_stats(tap_loss, fit_targets)
+    term = TapTerm(tap_loss, run.student, float(taps_cfg["weight"]), run.teacher if online else None)
+    info = {**taps_cfg, "pairs": [f"{p.student}->{p.teacher}" for p in tap_loss.pairs],
+            "adapters_file": ADAPTERS_FILE}
+    return _Taps(term, info, train_taps, eval_taps)
+
+
+def _batches(run: _Run, inputs: DistillInputs, train_taps: list | None) -> Any:
+    """The training batches: stream, online (fresh views, the teacher runs in the step) or cached."""
+    d, train_cfg = run.d, run.train_cfg
+    common = dict(seed=train_cfg.seed, rank=run.info.rank, world_size=run.info.world_size,
+                  num_workers=train_cfg.num_workers, pin_memory=run.device.type == "cuda")
+    if run.stream is not None:
+        return StreamBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
+                             d.get("samples_per_epoch"), **common)
+    if run.online:
+        return OnlineBatches(inputs.train_sources, inputs.weights, train_cfg.batch_size, d["online_view_size"],
+                             d.get("samples_per_epoch"), **common)
+    return CachedBatches(inputs.train_caches, inputs.weights, train_cfg.batch_size, d.get("samples_per_epoch"),
+                         taps=train_taps, **common)
+
+
+def _write(run: _Run, inputs: DistillInputs, taps: _Taps, task: DistillTask, data: Any, result: Any) -> None:
+    """Rank 0: the best epoch's student (and adapters), the curves, the complete manifest and the summary."""
+    run_dir, d, student = run.run_dir, run.d, run.student
+    load_best(task, run_dir)
+    save_safetensors(student.state_dict(), run_dir / STUDENT_FILE,
+                     {"best_epoch": result.best_epoch, "monitor": run.train_cfg.monitor})
+    if taps.term is not None:
+        taps.term.remove()
+        save_safetensors(taps.term.loss.state_dict(), run_dir / ADAPTERS_FILE, {"best_epoch": result.best_epoch})
+    _plot_curves(result.history, run_dir, result.best_epoch)
+    best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    labeled = inputs.labeled
+    uses_train = any(s.name == "labeled-train" for s in inputs.train_sources)
+    faces = SyntheticFaces(d["generate_run"])
+    line = _summary(d["name"], best, result.best_epoch, run.train_cfg.epochs, run.paper, run_dir)
+    caches = inputs.train_caches or [None] * len(inputs.train_sources)
+    write_manifest(
+        run_dir, STAGE, run.cfg, student=run.student_section, teacher=run.teacher_sig, out_dim=student.out_dim,
+        input_size=student.input_size, generate_run=str(Path(d["generate_run"]).resolve()),
+        generate_config_hash=faces.config_hash,
+        split_path=str(labeled.split_path.resolve()) if labeled is not None else None,
+        split_id=labeled.split.id if labeled is not None else None,
+        uses_train_images=uses_train, uses_labels=run.paper,
+        metric_space="connector" if run.paper else "teacher", teacher_mode=d["teacher_mode"],
+        sources=[{"name": s.name, "images": s.size, "views": s.views, "weight": s.weight,
+                  "cache": str(c.folder) if c is not None else None}
+                 for s, c in zip(inputs.train_sources, caches)],
+        eval_caches={k: str(c.folder) for k, c in inputs.evals.items()},
+        samples_per_epoch=data.total, best_epoch=result.best_epoch, best=best, connector=inputs.connector_info,
+        taps=taps.info, source_fingerprints={s.name: s.fingerprint for s in inputs.train_sources},
+        artifacts=artifact_checksums(run_dir, [f for f in (STUDENT_FILE, ADAPTERS_FILE, CONNECTOR_FILE,
+                                                           "connector.json") if (run_dir / f).is_file()]),
+        summary=line, complete=True, **run.stream_fields)
+    (run_dir / "summary.txt").write_text(line + "\n")
+    log.info(line)  # once: the console handler shows it, the job's log file keeps it

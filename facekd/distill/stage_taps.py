@@ -5,13 +5,14 @@ With ``distill.taps.weight > 0`` the student is trained on
     L = L_feature(embedding) + weight * L_taps
 
 where ``L_feature`` is the ``loss`` group's term on the teacher's vector feature (the embedding tap) and
-``L_taps`` a :class:`~facekd.distill.tap_loss.TapLoss` over pairs of intermediate maps (SKD's Eq. 5 by
-default).  No label is used.  The teacher's tap targets are computed once per feature cache, on the cache's
-stored views (the student's input size, upsampled by the teacher's own preprocessing), and cached per image
-bytes beside the feature caches (``<distill.cache_dir>/taps``).  In online and stream mode the teacher's maps
-are taken by forward hooks from the very forward pass that scores each batch, pooled to the same grids; their
-standardisation is fitted once on the images that set the feature statistics (one seeded view of each image, or
-the stream's seeded ``stats_faces``).  ``image_mean`` targets are refused with a message (maps are per view).
+``L_taps`` a :class:`~facekd.distill.tap_loss.TapLoss` over pairs of intermediate maps (by default the
+``stages`` tap sets, one tap per stage of each network, with SKD's Eq. 5 term).  No label is used.  The
+teacher's tap targets are computed once per feature cache, on the cache's stored views (the student's input
+size, upsampled by the teacher's own preprocessing), and cached per image bytes beside the feature caches
+(``<distill.cache_dir>/taps``).  In online and stream mode the teacher's maps are taken by forward hooks from
+the very forward pass that scores each batch, pooled to the same grids; their standardisation is fitted once
+on the images that set the feature statistics (one seeded view of each image, or the stream's seeded
+``stats_faces``).  ``image_mean`` targets are refused with a message (maps are per view).
 
 The adapters train with the student and are saved as ``adapters.safetensors`` in the run folder; the
 student file (``student.safetensors``) never holds them.  Each epoch logs every tap term and, on the eval
@@ -34,7 +35,7 @@ from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 __all__ = ["DEFAULTS", "tap_settings", "build_tap_loss", "tap_targets_for", "images_of", "fit_target_stats",
            "TapTerm"]
 
-DEFAULTS = {"weight": 0.0, "loss": "skd", "student": "skd", "teacher": "skd", "pairs": None, "beta": 2.0,
+DEFAULTS = {"weight": 0.0, "loss": "skd", "student": "stages", "teacher": "stages", "pairs": None, "beta": 2.0,
             "lipschitz": 1.0, "spectral_iters": 8, "cache_max_gb": 4.0}
 FIT_ROWS = 2048  # target statistics from at most this many rows of the first train cache
 

@@ -36,8 +36,7 @@ from facekd.runs import config_hash
 from facekd.validate import check_choice, check_float, check_int
 
 __all__ = ["STREAM_SOURCE", "MODES", "StreamSettings", "HardPool", "StreamFaces", "StreamBatches",
-           "build_stream_generator", "stream_source", "stats_faces", "stream_stats", "check_same_generator",
-           "without_stream_keys"]
+           "build_stream_generator", "stream_source", "stats_faces", "stream_stats", "check_same_generator"]
 
 STREAM_SOURCE = "synthetic-stream"
 MODES = ("shards", "stream")
@@ -98,13 +97,6 @@ class StreamSettings:
         return {"generator_config": self.generator, "faces_per_epoch": self.faces_per_epoch,
                 "stats_faces": self.stats_faces, "augment": self.augment_spec,
                 "hard": {"fraction": self.hard_fraction, "noise": self.hard_noise, "pool_size": self.pool_size}}
-
-
-def without_stream_keys(d: Mapping[str, Any]) -> dict:
-    """The distill section without ``sources.synthetic.mode`` and ``.stream`` (shards mode: a run is then
-    recorded and hashed exactly as before stream mode existed)."""
-    synth = {k: v for k, v in d["sources"]["synthetic"].items() if k not in ("mode", "stream")}
-    return {**d, "sources": {**d["sources"], "synthetic": synth}}
 
 
 def build_stream_generator(settings: StreamSettings, device: torch.device) -> FaceSampler:

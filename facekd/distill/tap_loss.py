@@ -45,6 +45,7 @@ from torch import nn
 
 from facekd.models.standardize import Standardize
 from facekd.errors import FacekdError
+from facekd.registry import Registry
 
 __all__ = ["TapPair", "TapPairError", "TAP_TERMS", "common_grid", "pool_to", "TapAdapter",
            "TapLoss", "skd_weights", "attention_map", "spectral_norms", "parse_pairs"]
@@ -52,6 +53,10 @@ __all__ = ["TapPair", "TapPairError", "TAP_TERMS", "common_grid", "pool_to", "Ta
 
 class TapPairError(FacekdError, ValueError):
     """A pair of taps that cannot be aligned or a loss option out of range."""
+
+
+# Per-pair loss terms by name: ``term(student, target, lipschitz=..., spectral_iters=...) -> scalar``.
+TAP_TERMS: Registry[Callable[..., torch.Tensor]] = Registry("loss term")
 
 
 @dataclass(frozen=True)
@@ -154,24 +159,30 @@ def spectral_norms(x: torch.Tensor, iters: int = 0) -> torch.Tensor:
     return torch.bmm(m, v.unsqueeze(-1)).squeeze(-1).norm(dim=1)
 
 
+@TAP_TERMS.register("mse")
+@TAP_TERMS.register("fitnet")
 def _mse(s: torch.Tensor, t: torch.Tensor, **_: Any) -> torch.Tensor:
     return F.mse_loss(s.float(), t)
 
 
+@TAP_TERMS.register("cosine")
 def _cosine(s: torch.Tensor, t: torch.Tensor, **_: Any) -> torch.Tensor:
     return (1 - F.cosine_similarity(s.float().flatten(1), t.flatten(1), dim=1)).mean()
 
 
+@TAP_TERMS.register("bce")
 def _bce(s: torch.Tensor, t: torch.Tensor, **_: Any) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(s.float(), torch.sigmoid(t))
 
 
+@TAP_TERMS.register("at")
 def _at(s: torch.Tensor, t: torch.Tensor, **_: Any) -> torch.Tensor:
     if s.dim() != 4:
         raise TapPairError("attention transfer ('at') needs map taps (C x H x W), got a vector tap")
     return (attention_map(s) - attention_map(t)).pow(2).sum(1).mean()
 
 
+@TAP_TERMS.register("skd")
 def _skd(s: torch.Tensor, t: torch.Tensor, lipschitz: float = 1.0, spectral_iters: int = 0, **_: Any) -> torch.Tensor:
     s = s.float()
     fm = F.mse_loss(s, t)
@@ -180,10 +191,6 @@ def _skd(s: torch.Tensor, t: torch.Tensor, lipschitz: float = 1.0, spectral_iter
     scale = float(s[0].numel()) ** 0.5
     sn = (spectral_norms(t, spectral_iters) - spectral_norms(s, spectral_iters)).abs().mean() / scale
     return fm + lipschitz * sn
-
-
-TAP_TERMS: dict[str, Callable[..., torch.Tensor]] = {
-    "mse": _mse, "fitnet": _mse, "cosine": _cosine, "bce": _bce, "at": _at, "skd": _skd}
 
 
 def check_tap_options(beta: float | None, lipschitz: float, prefix: str) -> None:
@@ -215,9 +222,10 @@ class TapLoss(nn.Module):
         super().__init__()
         if lipschitz < 0:
             raise TapPairError(f"kd.lipschitz must be >= 0, got {lipschitz}")
-        unknown = sorted({p.loss for p in pairs} - set(TAP_TERMS))
+        unknown = sorted({p.loss for p in pairs} - set(TAP_TERMS.names()))
         if unknown:
-            raise TapPairError(f"{key}: unknown loss term(s) {', '.join(unknown)}; choose from {', '.join(TAP_TERMS)}")
+            raise TapPairError(f"{key}: unknown loss term(s) {', '.join(unknown)}; "
+                               f"choose from {', '.join(TAP_TERMS.names())}")
         if not pairs:
             raise TapPairError(f"{key}: no tap pairs to distill")
         self.pairs = list(pairs)
@@ -250,7 +258,7 @@ class TapLoss(nn.Module):
         for i, (p, adapter, norm, w) in enumerate(zip(self.pairs, self.adapters, self.norms, self.weights)):
             s = adapter(student[p.student])
             t = norm(targets[i])
-            value = TAP_TERMS[p.loss](s, t, lipschitz=self.lipschitz, spectral_iters=self.spectral_iters)
+            value = TAP_TERMS.get(p.loss)(s, t, lipschitz=self.lipschitz, spectral_iters=self.spectral_iters)
             terms[f"kd/{p.loss}/{i}"] = value.detach()
             total = total + w * value
         return total, terms

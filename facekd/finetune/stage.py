@@ -31,6 +31,11 @@ A closed-set run writes neither.  The default run name ends in ``-open<N>``.
 
 The distilled student is checked against the checksum its distill run recorded before it is used
 (:func:`facekd.distill.load_student`), and :func:`load_finetuned` checks ``model.safetensors`` the same way.
+
+The ``finetune`` section is checked by :class:`facekd.finetune.settings.FinetuneSettings` (the manifest records
+all of it; the resume check hashes every key that changes the trained head, whatever its value), and the ONNX
+export lives in :mod:`facekd.finetune.exports`.  ``finetune()`` runs four steps: prepare (check and read),
+train, score (best val epoch, test once) and write.
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ import logging
 import os
 import shlex
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -56,8 +61,10 @@ from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
 from facekd.gallery_eval import is_grey
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
     seed_everything
-from facekd.finetune.model import FEATURES, NORMS, Preprocessed, SpecializedModel
-from facekd.finetune.task import LOSSES, HeadTask, head_for, predict_scores
+from facekd.finetune.exports import ONNX_FILE, ONNX_INPUT_SPEC, deployed_cards, export_classifier
+from facekd.finetune.model import Preprocessed, SpecializedModel
+from facekd.finetune.settings import FinetuneSettings
+from facekd.finetune.task import HeadTask, head_for, predict_scores
 from facekd.hashing import artifact_checksums, read_safetensors, verify_artifacts
 from facekd.metrics import classification_metrics
 from facekd.openset import OPEN_SET_FILE
@@ -71,128 +78,10 @@ log = logging.getLogger(__name__)
 
 STAGE = "finetune"
 MODEL_FILE = "model.safetensors"
-ONNX_FILE = "model.onnx"
 CURVE_FILE = "f1_curve.png"
 CONFUSION_FILE = "confusion.png"
 FEATURES_FILE = "test_features.npz"
 ROC_FILE = "open_set_roc.png"
-DEFAULT_FAR = 0.01
-ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = data.image_size), pixels 0-255, "
-                   "faces framed square as the data config frames them (data.framing); output 'scores': "
-                   "float32 N x K class scores (logits), argmax = index into the 'classes' metadata")
-
-# how epochs that tie on the monitored val metric are told apart (val sets hold one image per identity)
-TIES = ("lower_val_loss", "earliest")
-
-# keys of the finetune section that do not change the result (left out of the resume hash)
-# (open_set: the threshold is calibrated after training, so it never changes the trained head)
-_OPERATIONAL = ("name", "export_onnx", "parity_images", "parity_atol", "card_repeats", "eval_batch_size", "plots",
-                "open_set", "int8")
-_TRAIN_DEFAULTS = {"epochs": 200, "batch_size": 16, "drop_last": False, "optim": {"name": "adam", "lr": 1e-2},
-                   "schedule": {"name": "inv_sqrt", "interval": "epoch"}, "resume": True}
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """The ``finetune`` config section, checked (see ``configs/finetune.yaml`` for each key)."""
-
-    student_run: str
-    name: str | None = None
-    expected_teacher: dict | None = None
-    features: str = "embed"
-    feature_norm: str = "standardize"
-    loss: str = "bce"
-    augment: bool = False
-    unfreeze: bool = False
-    backbone_lr_scale: float = 0.1
-    monitor: str = "val_f1_macro"
-    ties: str = "lower_val_loss"
-    eval_batch_size: int = 64
-    export_onnx: bool = True
-    parity_images: int = 8
-    parity_atol: float = 1e-3
-    card_repeats: int = 20
-    plots: bool = True
-    open_set: dict = field(default_factory=lambda: {"far": DEFAULT_FAR})
-    int8: dict = field(default_factory=dict)
-    hold: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        checks = [(self.features in FEATURES, f"finetune.features must be one of {FEATURES}, got {self.features!r}"),
-                  (self.feature_norm in NORMS, f"finetune.feature_norm must be one of {NORMS}, got {self.feature_norm!r}"),
-                  (self.loss in LOSSES, f"finetune.loss must be one of {LOSSES}, got {self.loss!r}"),
-                  (self.backbone_lr_scale > 0, f"finetune.backbone_lr_scale must be > 0, got {self.backbone_lr_scale}"),
-                  (self.monitor.startswith("val_"), f"finetune.monitor must be a val metric (val_f1_macro, "
-                                                    f"val_accuracy, val_loss, ...), got {self.monitor!r}"),
-                  (self.ties in TIES, f"finetune.ties must be one of {TIES}, got {self.ties!r}"),
-                  (self.parity_images >= 1, "finetune.parity_images must be >= 1"),
-                  (bool(self.student_run), "finetune.student_run must name a distill run folder")]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-        if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
-            raise ValueError(f"finetune.name must be a plain folder name, got {self.name!r}")
-        from facekd.errors import ConfigError
-        from facekd.openset import check_far
-
-        if not isinstance(self.open_set, Mapping) or set(self.open_set) - {"far"}:
-            raise ConfigError(f"finetune.open_set must be a mapping with the key far, got {self.open_set!r}; set it "
-                              "like finetune.open_set.far=0.01")
-        check_far(self.open_set.get("far", DEFAULT_FAR), "finetune.open_set.far")
-        from facekd.finetune.int8 import check_int8
-
-        object.__setattr__(self, "int8", check_int8(self.int8))
-        from facekd.finetune.hold import check_hold
-
-        object.__setattr__(self, "hold", check_hold(self.hold, self.unfreeze))
-        if self.int8["enabled"] and not self.export_onnx:
-            raise ConfigError("finetune.int8.enabled=true quantizes the exported ONNX models, but "
-                              "finetune.export_onnx=false; set finetune.export_onnx=true or finetune.int8.enabled=false")
-        if self.expected_teacher is not None and not isinstance(self.expected_teacher, Mapping):
-            raise ValueError("finetune.expected_teacher must be null or a mapping of teacher signature fields, "
-                             "e.g. {name: sface, feature: embedding}")
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> "FinetuneSettings":
-        sec = dict(_plain(section))
-        known = set(cls.__dataclass_fields__)
-        unknown = set(sec) - known
-        if unknown:
-            raise ValueError(f"unknown finetune keys {sorted(unknown)}; known: {sorted(known)}")
-        sec["train"] = {**_TRAIN_DEFAULTS, **dict(sec.get("train") or {})}
-        return cls(**sec)
-
-    @property
-    def mode(self) -> str:
-        return "min" if self.monitor.endswith("loss") else "max"
-
-    @property
-    def select_key(self) -> str:
-        """The key the engine selects on: ``val_select`` (monitor, ties to the lower val loss) or the monitor."""
-        return "val_select" if self.ties == "lower_val_loss" and self.mode == "max" else self.monitor
-
-    @property
-    def precomputed(self) -> bool:
-        """The fast path: frozen backbone and no augmentation, so features are computed once."""
-        return not (self.augment or self.unfreeze)
-
-    @property
-    def far(self) -> float:
-        """The false-accept rate the open-set threshold is calibrated to."""
-        return float(self.open_set.get("far", DEFAULT_FAR))
-
-    def default_name(self, data_name: str, unknown_identities: int = 0) -> str:
-        name = f"{data_name}-{Path(self.student_run).name}-{self.loss}"
-        return (name + ("-aug" if self.augment else "") + ("-unfrozen" if self.unfreeze else "")
-                + (f"-open{int(unknown_identities)}" if unknown_identities else ""))
-
-    def hashed(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in _OPERATIONAL}
-        if not out["hold"]["weight"]:  # off: hashed as before the hold term existed
-            out.pop("hold")
-        return out
-
 
 def run_dir_for(cfg: Mapping[str, Any]) -> Path:
     """The run folder of a finetune config: ``${paths.root}/finetune/<name>``."""
@@ -251,10 +140,8 @@ def _features(model: SpecializedModel, images: torch.Tensor, device: torch.devic
 
 
 def _stage_config(cfg: Mapping[str, Any], settings: FinetuneSettings) -> dict:
-    section = asdict(settings)
-    if not _unknown(cfg["data"]):  # closed set: recorded (and hashed) as before the open-set protocol existed
-        section.pop("open_set")
-    return {"finetune": section, "data": data_identity(cfg["data"]), "seed": int(cfg.get("seed", 0)),
+    """The config the manifest records (and hashes): the whole checked ``finetune`` section, open set or not."""
+    return {"finetune": asdict(settings), "data": data_identity(cfg["data"]), "seed": int(cfg.get("seed", 0)),
             "paths": {"root": str(cfg["paths"]["root"])}}
 
 
@@ -294,6 +181,74 @@ def load_finetuned(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 # ------------------------------------------------------------------------------------------------- stage
 
 
+@dataclass
+class _Inputs:
+    """The prepare step's result: the checked settings, the student and the split's images, read once."""
+
+    settings: FinetuneSettings
+    data_cfg: dict
+    seed: int
+    device: torch.device
+    student_run: Path
+    smanifest: dict
+    student: Any
+    data: LabeledData
+    run_dir: Path
+    stage_cfg: dict
+    identity: dict
+    sets: dict
+    xtr: torch.Tensor
+    ytr: torch.Tensor
+    xva: torch.Tensor
+    yva: torch.Tensor
+    xte: torch.Tensor
+    yte: torch.Tensor
+    classes: list[str]
+    calibration: Any = None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.data_cfg.get("image_size", 112))
+
+    @property
+    def check_images(self) -> torch.Tensor:
+        """The images the exports are checked on: val (test when val is empty)."""
+        return self.xva if len(self.xva) else self.xte
+
+
+@dataclass
+class _Trained:
+    """The train step's result: the model (the last epoch's weights) and the engine's fit result."""
+
+    model: SpecializedModel
+    task: HeadTask
+    result: Any
+    train_seconds: float
+
+
+@dataclass
+class _Scores:
+    """The score step's result: the best val epoch's figures and test scored once with its weights."""
+
+    best_row: dict
+    val: dict
+    test_features: torch.Tensor
+    pred: np.ndarray
+    test: dict
+    open_set: tuple[dict[str, Any], tuple[list, list]] | None
+
+
+@dataclass
+class _Shipped:
+    """The write step's exports: the model card and what the ONNX, embedder and int8 exports reported."""
+
+    card: dict
+    onnx: dict
+    embedder: dict | None
+    int8: dict | None
+    deployed: dict | None
+
+
 def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Run the finetune stage of ``cfg`` (the ``finetune`` primary config); returns the final ``metrics.json``.
 
@@ -301,6 +256,23 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
     ``best_epoch``, ``monitor``, ``val`` and ``test`` (accuracy, precision/recall/F1 macro and micro),
     ``params``, ``mflops``, ``cpu_ms_per_img``, ``onnx`` (path and parity), ``train_seconds`` and ``run_dir``.
     """
+    inputs = _prepare(cfg)
+    trained = _train(inputs)
+    scores = _score(inputs, trained)
+    shipped = _ship(inputs, trained, scores)
+    metrics = _write_metrics(inputs, trained, scores, shipped)
+    if inputs.settings.plots:
+        _plot(inputs, trained, scores)
+    _write_final_manifest(inputs, trained, scores, shipped)
+    s, best_row = inputs.settings, scores.best_row
+    log.info("finetune %s: best epoch %s on val (%s %.4f); test accuracy %.2f%%, macro F1 %.2f%%", inputs.run_dir,
+             trained.result.best_epoch, s.monitor, best_row[s.monitor], 100 * scores.test["accuracy"],
+             100 * scores.test["f1_macro"])
+    return metrics
+
+
+def _prepare(cfg: Mapping[str, Any]) -> _Inputs:
+    """Check the config, the student run and the split; read the split's images (nothing is written yet)."""
     settings = FinetuneSettings.from_config(cfg["finetune"])
     data_cfg = _plain(cfg["data"])
     root = Path(cfg["paths"]["root"])
@@ -316,7 +288,6 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     run_dir = root / STAGE / (settings.name or settings.default_name(str(data_cfg.get("name", "faces")),
                                                                      _unknown(data_cfg)))
-    stage_cfg = _stage_config(cfg, settings)
     identity = {"student_run": {"path": str(student_run), "config_hash": smanifest.get("config_hash"),
                                 "teacher": smanifest.get("teacher"), "uses_labels": smanifest.get("uses_labels"),
                                 "uses_train_images": smanifest.get("uses_train_images")},
@@ -335,135 +306,165 @@ def finetune(cfg: Mapping[str, Any]) -> dict[str, Any]:
                                         is_grey(xtr))
     log.info("finetune %s on %s: %d classes, train/val/test %d/%d/%d images", student_run, data.split_path,
              len(classes), len(ytr), len(yva), len(yte))
+    return _Inputs(settings, data_cfg, seed, device, student_run, smanifest, student, data, run_dir,
+                   _stage_config(cfg, settings), identity, sets, xtr, ytr, xva, yva, xte, yte, classes, calibration)
 
+
+def _train(inputs: _Inputs) -> _Trained:
+    """Train the head (and the unfrozen student) with the shared engine; the manifest says incomplete meanwhile."""
+    s, device, bs = inputs.settings, inputs.device, inputs.settings.eval_batch_size
     t0 = time.perf_counter()
-    seed_everything(seed)
-    seed_augmentation(sets["train"], seed)  # finetune.augment: the views drawn follow the seed, not the process
-    model = SpecializedModel(student, len(classes), settings.features, settings.feature_norm,
-                             head_for(settings.loss)).to(device)
-    bs = settings.eval_batch_size
-    ftr = _features(model, xtr, device, bs, "train features")
+    seed_everything(inputs.seed)
+    seed_augmentation(inputs.sets["train"], inputs.seed)  # finetune.augment: views follow the seed, not the process
+    model = SpecializedModel(inputs.student, len(inputs.classes), s.features, s.feature_norm,
+                             head_for(s.loss)).to(device)
+    ftr = _features(model, inputs.xtr, device, bs, "train features")
     model.norm.fit(ftr)
-    if settings.precomputed:
+    if s.precomputed:
         from torch.utils.data import TensorDataset
 
-        train_data: Any = TensorDataset(ftr, ytr)
-        val = (_features(model, xva, device, bs, "val features"), yva)
+        train_data: Any = TensorDataset(ftr, inputs.ytr)
+        val = (_features(model, inputs.xva, device, bs, "val features"), inputs.yva)
     else:
-        train_data, val = sets["train"], (xva, yva)
+        train_data, val = inputs.sets["train"], (inputs.xva, inputs.yva)
     from facekd.finetune.hold import build_hold
 
-    hold = build_hold(smanifest, settings.hold, int(data_cfg.get("image_size", 112)), is_grey(xtr), seed)
-    task = HeadTask(model, settings.loss, val, inputs="features" if settings.precomputed else "images",
-                    unfreeze=settings.unfreeze, backbone_lr_scale=settings.backbone_lr_scale, eval_batch_size=bs,
-                    select_on=settings.monitor if settings.select_key == "val_select" else None, hold=hold)
-    train_cfg = TrainConfig.from_config(settings.train, "finetune.train", seed=seed, device=str(device), monitor=settings.select_key,
-                                        mode=settings.mode)
-    trainer_cfg = {**stage_cfg, "finetune": settings.hashed(), **identity}
-    trainer = Trainer(train_cfg, run_dir, config=trainer_cfg)
+    hold = build_hold(inputs.smanifest, s.hold, inputs.image_size, is_grey(inputs.xtr), inputs.seed)
+    task = HeadTask(model, s.loss, val, inputs="features" if s.precomputed else "images",
+                    unfreeze=s.unfreeze, backbone_lr_scale=s.backbone_lr_scale, eval_batch_size=bs,
+                    select_on=s.monitor if s.select_key == "val_select" else None, hold=hold)
+    train_cfg = TrainConfig.from_config(s.train, "finetune.train", seed=inputs.seed, device=str(device),
+                                        monitor=s.select_key, mode=s.mode)
+    trainer_cfg = {**inputs.stage_cfg, "finetune": s.hashed(), **inputs.identity}
+    trainer = Trainer(train_cfg, inputs.run_dir, config=trainer_cfg)
     trainer.check_resumable("finetune.train.resume=false starts it afresh, or finetune.name=NEW keeps it")
-    write_manifest(run_dir, STAGE, stage_cfg, **identity, complete=False)
+    write_manifest(inputs.run_dir, STAGE, inputs.stage_cfg, **inputs.identity, complete=False)
     result = trainer.fit(task, train_data)
-    train_seconds = time.perf_counter() - t0
+    return _Trained(model, task, result, time.perf_counter() - t0)
 
-    # the weights of the best val epoch; test is scored once, here
-    load_best(task, run_dir)
+
+def _score(inputs: _Inputs, trained: _Trained) -> _Scores:
+    """Load the weights of the best val epoch and score test once with them (and open-set, when the split is)."""
+    s, device, bs, model = inputs.settings, inputs.device, inputs.settings.eval_batch_size, trained.model
+    load_best(trained.task, inputs.run_dir)
     model.eval()
-    best_row = next(r for r in result.history if r["epoch"] == result.best_epoch)
-    val_metrics = {k[4:]: float(v) for k, v in best_row.items() if k.startswith("val_") and k not in ("val_loss", "val_select")}
-    fte = _features(model, xte, device, bs, "test features")
+    best_row = next(r for r in trained.result.history if r["epoch"] == trained.result.best_epoch)
+    val_metrics = {k[4:]: float(v) for k, v in best_row.items()
+                   if k.startswith("val_") and k not in ("val_loss", "val_select")}
+    fte = _features(model, inputs.xte, device, bs, "test features")
     with torch.no_grad():
         test_scores = predict_scores(model.classify, fte, device, bs)
     pred = test_scores.argmax(1).numpy()
-    test_metrics = classification_metrics(yte.numpy(), pred, labels=list(range(len(classes))))
-    open_set = _open_set(model, data, test_scores, yte, device, bs, settings.far) if data.open_set else None
+    test_metrics = classification_metrics(inputs.yte.numpy(), pred, labels=list(range(len(inputs.classes))))
+    open_set = (_open_set(model, inputs.data, test_scores, inputs.yte, device, bs, s.far) if inputs.data.open_set
+                else None)
     if open_set is not None:
-        from facekd.openset import write_open_set
+        _write_open_set(inputs, open_set[0])
+    return _Scores(best_row, val_metrics, fte, pred, test_metrics, open_set)
 
-        figures, _ = open_set
-        write_open_set(run_dir, figures["threshold"], settings.far, figures["n_calibration"],
-                       far_calibration=figures["far_calibration"],
-                       calibration_identities=len(data.split.unknown_classes) // 2, split_id=data.split.id,
-                       test={"dir": figures["dir"], "far": figures["far"], "n_known": figures["n_known"],
-                             "n_unknown": figures["n_unknown"]})
 
-    cpu_model = model.to("cpu").float().eval()
+def _write_open_set(inputs: _Inputs, figures: Mapping[str, Any]) -> None:
+    """``open_set.json``: the calibrated threshold and the FAR / DIR it reached."""
+    from facekd.openset import write_open_set
+
+    data = inputs.data
+    write_open_set(inputs.run_dir, figures["threshold"], inputs.settings.far, figures["n_calibration"],
+                   far_calibration=figures["far_calibration"],
+                   calibration_identities=len(data.split.unknown_classes) // 2, split_id=data.split.id,
+                   test={"dir": figures["dir"], "far": figures["far"], "n_known": figures["n_known"],
+                         "n_unknown": figures["n_unknown"]})
+
+
+def _ship(inputs: _Inputs, trained: _Trained, scores: _Scores) -> _Shipped:
+    """Write the model and the test features, time the model, and export (ONNX, embedder, int8 copies)."""
+    s, run_dir = inputs.settings, inputs.run_dir
+    cpu_model = trained.model.to("cpu").float().eval()
     save_safetensors(cpu_model.state_dict(), run_dir / MODEL_FILE,
-                     {"classes": json.dumps(classes), "features": settings.features, "norm": settings.feature_norm,
-                      "best_epoch": result.best_epoch})
-    np.savez_compressed(run_dir / FEATURES_FILE, features=fte.numpy(), labels=yte.numpy(), pred=pred)
+                     {"classes": json.dumps(inputs.classes), "features": s.features, "norm": s.feature_norm,
+                      "best_epoch": trained.result.best_epoch})
+    np.savez_compressed(run_dir / FEATURES_FILE, features=scores.test_features.numpy(), labels=inputs.yte.numpy(),
+                        pred=scores.pred)
     from facekd.modelcard import model_card
 
-    card = model_card(Preprocessed(cpu_model), repeats=settings.card_repeats)
+    card = model_card(Preprocessed(cpu_model), repeats=s.card_repeats)
     onnx_info: dict[str, Any] = {"exported": False}
     embedder_info: dict[str, Any] | None = None
-    if settings.export_onnx:
-        onnx_info = _export(cpu_model, run_dir, xva if len(xva) else xte, settings, classes,
-                            int(data_cfg.get("image_size", 112)), student)
+    if s.export_onnx:
+        onnx_info = export_classifier(cpu_model, run_dir, inputs.check_images, s, inputs.classes, inputs.image_size,
+                            inputs.student)
         embedder_info = export_embedder(Features(cpu_model, "extract"), cpu_model.preprocess, run_dir,
-                                        int(data_cfg.get("image_size", 112)),
-                                        (xva if len(xva) else xte)[: settings.parity_images],
-                                        metadata={"student": student.name, "features": settings.features})
+                                        inputs.image_size, inputs.check_images[: s.parity_images],
+                                        metadata={"student": inputs.student.name, "features": s.features})
     int8_info = None
-    if calibration is not None:
+    if inputs.calibration is not None:
         from facekd.finetune.int8 import ship_int8
 
-        int8_info = ship_int8(run_dir, [ONNX_FILE, EMBEDDER_FILE], calibration, xva if len(xva) else xte, xte, yte,
-                              settings.int8)
-    deployed = _deployed_cards(run_dir, settings) if settings.export_onnx else None
+        int8_info = ship_int8(run_dir, [ONNX_FILE, EMBEDDER_FILE], inputs.calibration, inputs.check_images,
+                              inputs.xte, inputs.yte, s.int8)
+    deployed = deployed_cards(run_dir, s) if s.export_onnx else None
+    return _Shipped(card, onnx_info, embedder_info, int8_info, deployed)
 
-    metrics = read_json(run_dir / METRICS_JSON)
+
+def _write_metrics(inputs: _Inputs, trained: _Trained, scores: _Scores, shipped: _Shipped) -> dict[str, Any]:
+    """``metrics.json``: the engine's per-epoch history plus val, test, the model card and the exports."""
+    s, card, student = inputs.settings, shipped.card, inputs.student
+    metrics = read_json(inputs.run_dir / METRICS_JSON)
     metrics.update({
-        "method": "distilled student + linear head" + (" (unfrozen)" if settings.unfreeze else ""),
-        "student": student.name, "seed": seed, "selection": f"best epoch by {settings.monitor} ({settings.mode}) "
-        f"on val; ties: {settings.ties.replace('_', ' ')}; test scored once at that epoch",
-        "val": val_metrics, "val_loss": float(best_row["val_loss"]), "test": test_metrics,
-        "n_images": {"train": len(ytr), "val": len(yva), "test": len(yte)}, "num_classes": len(classes),
+        "method": "distilled student + linear head" + (" (unfrozen)" if s.unfreeze else ""),
+        "student": student.name, "seed": inputs.seed, "selection": f"best epoch by {s.monitor} ({s.mode}) "
+        f"on val; ties: {s.ties.replace('_', ' ')}; test scored once at that epoch",
+        "val": scores.val, "val_loss": float(scores.best_row["val_loss"]), "test": scores.test,
+        "n_images": {"train": len(inputs.ytr), "val": len(inputs.yva), "test": len(inputs.yte)},
+        "num_classes": len(inputs.classes),
         "params": int(card["params"]), "mflops": float(card["mflops"]), "cpu_ms_per_img": float(card["cpu_ms_per_img"]),
         "cpu_share": card["cpu_share"], "load1": float(card["load1"]), "busy": bool(card["busy"]),
         "model_card": {**card, "input_size": int(student.input_size),
                        "note": "student + norm + head on the preprocessed input, batch 1, one CPU thread, fastest of the repeats"},
-        "onnx": onnx_info, "embedder": embedder_info, "int8": int8_info, "deployed": deployed, "train_seconds": round(train_seconds, 2), "run_dir": str(run_dir), **identity})
-    if open_set is not None:
-        metrics["open_set"] = {**open_set[0], "note": "threshold calibrated on the unknown_val identities (never "
-                               "test) at far_target; dir on the known test faces, far on the unknown_test faces"}
-    write_json(run_dir / METRICS_JSON, metrics)
-
-    if settings.plots:
-        from facekd.plots import plot_confusion, plot_curves
-
-        plot_curves(result.history, ["val_f1_macro", "val_accuracy", "train_accuracy"], run_dir / CURVE_FILE,
-                    best=result.best_epoch, ylabel="score (val micro-F1 = val accuracy)",
-                    title=f"{run_dir.name}: per epoch (test {100 * test_metrics['accuracy']:.1f}% at the best val epoch)")
-        plot_confusion(yte.numpy(), pred, classes, run_dir / CONFUSION_FILE,
-                       title=f"{run_dir.name}: test, epoch {result.best_epoch}, accuracy "
-                             f"{100 * test_metrics['accuracy']:.1f}%")
-        if open_set is not None:
-            from facekd.plots import plot_open_set_roc
-
-            figures, (roc_far, roc_dir) = open_set
-            plot_open_set_roc(roc_far, roc_dir, run_dir / ROC_FILE, at=(figures["far"], figures["dir"]),
-                              far_target=settings.far,
-                              title=f"{run_dir.name}: open-set test ({figures['n_known']} known, "
-                                    f"{figures['n_unknown']} unknown faces)")
-
-    student_sha256 = ((smanifest.get("artifacts") or {}).get(STUDENT_FILE) or {}).get("sha256")
-    write_manifest(run_dir, STAGE, stage_cfg, **identity, classes=classes, features=settings.features,
-                   feature_norm=settings.feature_norm,
-                   student={"config": smanifest["student"], "out_dim": int(smanifest["out_dim"])},
-                   image_size=int(data_cfg.get("image_size", 112)), framing=data_cfg.get("framing", "pad"),
-                   onnx_input=ONNX_INPUT_SPEC if settings.export_onnx else None, best_epoch=result.best_epoch,
-                   seed=seed, student_sha256=student_sha256,
-                   embedder=embedder_info, int8=int8_info,
-                   artifacts=artifact_checksums(run_dir, [f for f in (MODEL_FILE, ONNX_FILE, EMBEDDER_FILE, FEATURES_FILE)
-                                                          + tuple(i["file"] for i in (int8_info or {}).values() if i["file"])
-                                                          + ((OPEN_SET_FILE,) if open_set is not None else ())
-                                                          if (run_dir / f).is_file()]),
-                   complete=True)
-    log.info("finetune %s: best epoch %s on val (%s %.4f); test accuracy %.2f%%, macro F1 %.2f%%", run_dir,
-             result.best_epoch, settings.monitor, best_row[settings.monitor], 100 * test_metrics["accuracy"],
-             100 * test_metrics["f1_macro"])
+        "onnx": shipped.onnx, "embedder": shipped.embedder, "int8": shipped.int8, "deployed": shipped.deployed,
+        "train_seconds": round(trained.train_seconds, 2), "run_dir": str(inputs.run_dir), **inputs.identity})
+    if scores.open_set is not None:
+        metrics["open_set"] = {**scores.open_set[0], "note": "threshold calibrated on the unknown_val identities "
+                               "(never test) at far_target; dir on the known test faces, far on the unknown_test faces"}
+    write_json(inputs.run_dir / METRICS_JSON, metrics)
     return metrics
+
+
+def _plot(inputs: _Inputs, trained: _Trained, scores: _Scores) -> None:
+    """``f1_curve.png``, ``confusion.png`` (test) and, open set, ``open_set_roc.png``."""
+    from facekd.plots import plot_confusion, plot_curves
+
+    run_dir, result, accuracy = inputs.run_dir, trained.result, scores.test["accuracy"]
+    plot_curves(result.history, ["val_f1_macro", "val_accuracy", "train_accuracy"], run_dir / CURVE_FILE,
+                best=result.best_epoch, ylabel="score (val micro-F1 = val accuracy)",
+                title=f"{run_dir.name}: per epoch (test {100 * accuracy:.1f}% at the best val epoch)")
+    plot_confusion(inputs.yte.numpy(), scores.pred, inputs.classes, run_dir / CONFUSION_FILE,
+                   title=f"{run_dir.name}: test, epoch {result.best_epoch}, accuracy {100 * accuracy:.1f}%")
+    if scores.open_set is not None:
+        from facekd.plots import plot_open_set_roc
+
+        figures, (roc_far, roc_dir) = scores.open_set
+        plot_open_set_roc(roc_far, roc_dir, run_dir / ROC_FILE, at=(figures["far"], figures["dir"]),
+                          far_target=inputs.settings.far,
+                          title=f"{run_dir.name}: open-set test ({figures['n_known']} known, "
+                                f"{figures['n_unknown']} unknown faces)")
+
+
+def _write_final_manifest(inputs: _Inputs, trained: _Trained, scores: _Scores, shipped: _Shipped) -> None:
+    """``manifest.json`` with ``complete: true`` and the checksums of the files that ship."""
+    s, run_dir, smanifest = inputs.settings, inputs.run_dir, inputs.smanifest
+    student_sha256 = ((smanifest.get("artifacts") or {}).get(STUDENT_FILE) or {}).get("sha256")
+    files = ((MODEL_FILE, ONNX_FILE, EMBEDDER_FILE, FEATURES_FILE)
+             + tuple(i["file"] for i in (shipped.int8 or {}).values() if i["file"])
+             + ((OPEN_SET_FILE,) if scores.open_set is not None else ()))
+    write_manifest(run_dir, STAGE, inputs.stage_cfg, **inputs.identity, classes=inputs.classes, features=s.features,
+                   feature_norm=s.feature_norm,
+                   student={"config": smanifest["student"], "out_dim": int(smanifest["out_dim"])},
+                   image_size=inputs.image_size, framing=inputs.data_cfg.get("framing", "pad"),
+                   onnx_input=ONNX_INPUT_SPEC if s.export_onnx else None, best_epoch=trained.result.best_epoch,
+                   seed=inputs.seed, student_sha256=student_sha256,
+                   embedder=shipped.embedder, int8=shipped.int8,
+                   artifacts=artifact_checksums(run_dir, [f for f in files if (run_dir / f).is_file()]),
+                   complete=True)
 
 
 def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Tensor, test_labels: torch.Tensor,
@@ -485,28 +486,3 @@ def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Ten
              "FAR %.4f on %d unknown faces", figures["threshold"], far, figures["n_calibration"],
              figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
     return figures, (roc_far.tolist(), roc_dir.tolist())
-
-
-def _deployed_cards(run_dir: Path, settings: FinetuneSettings) -> dict[str, Any]:
-    """What ships, timed as it runs: each ONNX file of the run under onnxruntime, batch 1, one thread (fastest of
-    ``card_repeats``), with its size in MB (:func:`facekd.modelcard.onnx_card`)."""
-    from facekd.modelcard import onnx_card
-    from facekd.quantize import int8_path
-
-    files = [f for name in (ONNX_FILE, EMBEDDER_FILE) for f in (name, int8_path(name).name) if (run_dir / f).is_file()]
-    return {f: onnx_card(run_dir / f, repeats=max(settings.card_repeats, 5), warmup=3) for f in files}
-
-
-def _export(model: SpecializedModel, run_dir: Path, images: torch.Tensor, settings: FinetuneSettings,
-            classes: list[str], image_size: int, student: Any) -> dict[str, Any]:
-    """Export ``model`` to ONNX and check it against torch on up to ``parity_images`` real images."""
-    from facekd.export import check_onnx, export_onnx
-
-    path = export_onnx(model, run_dir / ONNX_FILE, image_size,
-                       metadata={"classes": json.dumps(classes), "input": ONNX_INPUT_SPEC,
-                                 "student": student.name, "student_input_size": str(student.input_size)})
-    parity = check_onnx(path, model, images[: settings.parity_images], atol=settings.parity_atol)
-    if not parity["ok"]:
-        log.warning("ONNX export differs from torch by %.3g (> %.3g)", parity["max_abs_diff"], parity["atol"])
-    return {"exported": True, "file": ONNX_FILE, "input": ONNX_INPUT_SPEC, "image_size": image_size,
-            "parity_images": "val split", **parity}

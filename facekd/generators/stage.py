@@ -34,7 +34,7 @@ from facekd.data import synthetic
 from facekd.data.synthetic import PREVIEW_FILE, SEEDS_FILE, SHARD_DIR, STAGE, SyntheticFaces
 from facekd.engine import resolve_device
 from facekd.hashing import artifact_checksums, content_hashes
-from facekd.runs import MANIFEST, RunError, atomic_path, config_hash, read_json, write_json, write_manifest
+from facekd.runs import MANIFEST, RunError, atomic_path, config_hash, read_json, write_manifest
 
 from .base import FaceSampler, GeneratorError
 from .face_filter import FaceFilter
@@ -240,31 +240,21 @@ def _artifacts(run_dir: Path, num_shards: int) -> dict:
 
 def _complete_and_intact(run_dir: Path) -> bool:
     """Whether the complete run in ``run_dir`` needs no work: its shards match the recorded checksums.
-
-    A run made before checksums were recorded has them recorded here when every shard still matches the
-    sha256 of its own record.  Anything damaged is logged, and left to the caller to repair.
-    """
+    Anything damaged or unrecorded is logged, and left to the caller to repair."""
     try:
         faces = SyntheticFaces(run_dir)
     except RunError as e:
         log.warning("%s; repairing it", e)
         return False
-    manifest = faces.manifest
-    if "artifacts" in manifest:
-        records = [synthetic.read_shard_record(run_dir, i) for i in range(len(faces.lengths))]
-        changed = _changed_shards(run_dir, manifest["artifacts"], records)
-        if changed:
-            log.warning("%s: shard file(s) %s no longer match the sha256 recorded when they were written; remaking "
-                        "them", run_dir, ", ".join(_shard_file(run_dir, i) for i in changed))
-            return False
-        return True
-    try:
-        faces.verify()
-    except RunError as e:
-        log.warning("%s; remaking the damaged shards", e)
+    if "artifacts" not in faces.manifest:
+        log.warning("%s records no checksums; remaking it", run_dir)
         return False
-    write_json(run_dir / MANIFEST, {**manifest, "artifacts": _artifacts(run_dir, len(faces.lengths))})
-    log.info("generate: recorded the checksums of %s (made before they were recorded)", run_dir)
+    records = [synthetic.read_shard_record(run_dir, i) for i in range(len(faces.lengths))]
+    changed = _changed_shards(run_dir, faces.manifest["artifacts"], records)
+    if changed:
+        log.warning("%s: shard file(s) %s no longer match the sha256 recorded when they were written; remaking "
+                    "them", run_dir, ", ".join(_shard_file(run_dir, i) for i in changed))
+        return False
     return True
 
 
@@ -287,6 +277,18 @@ def _write_preview(run_dir: Path, lengths: list[int], count: int) -> None:
         save_image(grid, tmp, format="png")
 
 
+@dataclass
+class _Job:
+    """A generate run as set up: the checked settings, the generator (and filter) and the run folder."""
+
+    settings: GenerateSettings
+    device: torch.device
+    sampler: FaceSampler
+    flt: FaceFilter | None
+    identity: dict
+    run_dir: Path
+
+
 def generate(cfg: Any) -> Path:
     """Run the generate stage for a Hydra config (``paths.root``, ``device``, ``generator``, ``generate``).
 
@@ -294,6 +296,34 @@ def generate(cfg: Any) -> Path:
     a preview grid and ``manifest.json``; read it with :class:`facekd.data.synthetic.SyntheticFaces`.
     """
     t0 = time.perf_counter()
+    job = _setup(cfg)
+    settings, run_dir = job.settings, job.run_dir
+    if _prepare_folder(run_dir, job.identity, settings.overwrite) and _complete_and_intact(run_dir):
+        log.info("generate: %s already holds the %d faces of this configuration; nothing to do", run_dir,
+                 settings.num_images)
+        return run_dir
+    try:  # the checksums of the shards written so far, to tell a damaged finished shard from a good one
+        recorded = read_json(run_dir / MANIFEST).get("artifacts")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+
+    lengths = synthetic.shard_lengths(settings.num_images, settings.shard_size)
+    run_fields = {"run": {"batch_size": settings.batch_size, "device": str(job.device), "preview": settings.preview},
+                  "generator": job.sampler.describe()}
+    # the checksums recorded when the shards were first written stay true (same configuration, same bytes)
+    write_manifest(run_dir, STAGE, job.identity, complete=False, **run_fields,
+                   **({"artifacts": recorded} if isinstance(recorded, Mapping) else {}))
+
+    records = [synthetic.finished_shard(run_dir, i, n, settings.image_size) for i, n in enumerate(lengths)]
+    for i in _changed_shards(run_dir, recorded, records):
+        records[i] = None  # a finished shard whose file changed since it was written: remake it
+    made, loop_s = _make_shards(job, lengths, records)
+    _finish(job, lengths, run_fields, made, loop_s, t0)
+    return run_dir
+
+
+def _setup(cfg: Any) -> _Job:
+    """Check the config and build the generator (and the face filter); nothing in the run folder is touched."""
     c = _container(cfg)
     if "generator" not in c or "generate" not in c:
         raise GeneratorError("the config needs a 'generator' group and a 'generate' section (configs/generate.yaml)")
@@ -304,26 +334,13 @@ def generate(cfg: Any) -> Path:
     flt = FaceFilter(settings.filter_threshold, device=device) if settings.filter_enabled else None
     identity = _identity(settings, gen_cfg, sampler, flt)
     run_dir = run_dir_for(c.get("paths", {}).get("root", "runs"), settings.name)
+    return _Job(settings, device, sampler, flt, identity, run_dir)
 
-    if _prepare_folder(run_dir, identity, settings.overwrite) and _complete_and_intact(run_dir):
-        log.info("generate: %s already holds the %d faces of this configuration; nothing to do", run_dir,
-                 settings.num_images)
-        return run_dir
-    try:  # the checksums of the shards written so far, to tell a damaged finished shard from a good one
-        recorded = read_json(run_dir / MANIFEST).get("artifacts")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
 
-    lengths = synthetic.shard_lengths(settings.num_images, settings.shard_size)
-    run_fields = {"run": {"batch_size": settings.batch_size, "device": str(device), "preview": settings.preview},
-                  "generator": sampler.describe()}
-    # the checksums recorded when the shards were first written stay true (same configuration, same bytes)
-    write_manifest(run_dir, STAGE, identity, complete=False, **run_fields,
-                   **({"artifacts": recorded} if isinstance(recorded, Mapping) else {}))
-
-    records = [synthetic.finished_shard(run_dir, i, n, settings.image_size) for i, n in enumerate(lengths)]
-    for i in _changed_shards(run_dir, recorded, records):
-        records[i] = None  # a finished shard whose file changed since it was written: remake it
+def _make_shards(job: _Job, lengths: list[int], records: list[dict | None]) -> tuple[int, float]:
+    """Make and write every shard not finished yet (``records[i]`` None, or not following its predecessor);
+    returns the number of faces made and the seconds it took."""
+    settings, run_dir = job.settings, job.run_dir
     done = sum(n for n, r in zip(lengths, records) if r is not None)
     made = 0
     t_loop = time.perf_counter()
@@ -334,7 +351,7 @@ def generate(cfg: Any) -> Path:
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="shard-writer") as writer, \
                 ThreadPoolExecutor(1, thread_name_prefix="noise-prefetch") as prefetch:
-            filler = _ShardFiller(sampler, settings, flt, bar, prefetch)
+            filler = _ShardFiller(job.sampler, settings, job.flt, bar, prefetch)
             for i, n in enumerate(lengths):
                 rec = records[i]
                 if rec is not None and rec.get("first_candidate") == next_seed:
@@ -353,8 +370,12 @@ def generate(cfg: Any) -> Path:
                 pending.result()
     finally:
         bar.close()
-    loop_s = time.perf_counter() - t_loop
+    return made, time.perf_counter() - t_loop
 
+
+def _finish(job: _Job, lengths: list[int], run_fields: dict, made: int, loop_s: float, t0: float) -> None:
+    """Write ``seeds.npy``, the preview and the complete manifest (with every file's checksum); log the run."""
+    settings, run_dir, flt = job.settings, job.run_dir, job.flt
     records = [synthetic.read_shard_record(run_dir, i) for i in range(len(lengths))]
     seeds = np.concatenate([np.asarray(r["seeds"], dtype=np.int64) for r in records])
     with atomic_path(run_dir / SEEDS_FILE) as tmp, open(tmp, "wb") as f:
@@ -367,8 +388,8 @@ def generate(cfg: Any) -> Path:
     elapsed = time.perf_counter() - t0
     artifacts = _artifacts(run_dir, len(lengths))
     write_manifest(
-        run_dir, STAGE, identity, complete=True, **run_fields, image_size=settings.image_size, shard_size=settings.shard_size,
-        num_images=settings.num_images, num_shards=len(lengths),
+        run_dir, STAGE, job.identity, complete=True, **run_fields, image_size=settings.image_size,
+        shard_size=settings.shard_size, num_images=settings.num_images, num_shards=len(lengths),
         shards=[{k: r[k] for k in ("file", "count", "sha256", "first_candidate", "next_seed")} for r in records],
         seeds={"first": int(seeds[0]), "last": int(seeds[-1]), "count": int(seeds.size), "contiguous": contiguous,
                "file": SEEDS_FILE,
@@ -385,4 +406,3 @@ def generate(cfg: Any) -> Path:
     if flt is not None:
         msg += f"; face filter rejected {rejected} of {tried} samples ({100 * rejected / tried:.1f}%)"
     log.info(msg)
-    return run_dir

@@ -11,7 +11,7 @@ class LinearHead(nn.Linear):
     """A linear classifier ``in_dim -> num_classes``.
 
     For a distilled student, ``in_dim`` is ``student.out_dim`` and the head reads ``student.embed(x)``; for the
-    transfer baseline it is ``teacher.feature_dim`` and reads ``teacher.features(images)``.
+    teacher_probe row it is ``teacher.feature_dim`` and reads ``teacher.features(images)``.
     """
 
     def __init__(self, in_dim: int, num_classes: int, bias: bool = True) -> None:

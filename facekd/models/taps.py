@@ -8,62 +8,75 @@ its intermediate maps without any change to its code (the way torchdistill's for
         logits = student(x)
         maps = taps.outputs            # {"backbone.layer2": B x 128 x 8 x 8, ...}
 
-:data:`TAP_SETS` names the default tap sets of every registered network, from the bottom layer to the
-top one; :func:`tap_set` resolves a set name (or an explicit list) for a network.
+Each network names its default tap sets, bottom layer to top, in its own module with
+:func:`register_tap_sets` (``stages``: one tap per stage; ``top``: the deepest map, a FitNet hint layer;
+``embedding``: the vector the network outputs).  :data:`TAP_SETS` reads them all (a lookup imports the network
+modules through the network registries' scan); :func:`tap_set` resolves a set name (or an explicit list) for a
+network.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import logging
+from types import MappingProxyType
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 from facekd.errors import FacekdError
 
-__all__ = ["TapError", "FeatureTaps", "TAP_SETS", "module_paths", "resolve_module", "tap_set", "tap_shapes"]
+__all__ = ["TapError", "FeatureTaps", "TAP_SETS", "TAP_SET_ALIASES", "register_tap_sets", "module_paths",
+           "resolve_module", "tap_set", "tap_shapes"]
+
+log = logging.getLogger(__name__)
 
 
 class TapError(FacekdError, ValueError):
     """A tap that does not exist, or a tap set that a network does not have."""
 
 
-# Default tap sets per network name, bottom to top.  ``skd`` are the multi-layer sets (one tap per stage),
-# ``top`` the single deepest map (a FitNet hint layer), ``embedding`` the vector the network outputs.
-TAP_SETS: dict[str, dict[str, list[str]]] = {
-    "sface": {
-        "skd": ["net.body.conv_4", "net.body.conv_6", "net.body.conv_12", "net.bn1"],
-        "top": ["net.bn1"],
-        "embedding": ["net.fc1"],
-    },
-    "vggface2_resnet50": {
-        "skd": ["net.layer1", "net.layer2", "net.layer3", "net.layer4"],
-        "top": ["net.layer4"],
-        "embedding": ["net.avgpool"],
-    },
-    "facenet_vggface2": {
-        "skd": ["net.repeat_1", "net.repeat_2", "net.repeat_3", "net.block8"],
-        "top": ["net.block8"],
-        "embedding": ["net.last_bn"],
-    },
-    "resnet18": {
-        "skd": ["backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4"],
-        "top": ["backbone.layer4"],
-        "embedding": ["proj"],
-    },
-    # MobileFaceNet: the end of each stride-2 stage, then the 1x1 conv before the global depthwise conv.
-    "mobilefacenet": {
-        "skd": ["stage1", "stage2", "stage3", "conv_sep"],
-        "top": ["conv_sep"],
-        "embedding": ["proj"],
-    },
-    # ConvNet-9's body is a Sequential of (conv, bn, relu) triples and max-pools: the ReLUs before each pool
-    # (blocks 1, 4, 7) and the last one (block 9).
-    "convnet9": {
-        "skd": ["body.2", "body.12", "body.22", "body.29"],
-        "top": ["body.29"],
-        "embedding": ["proj"],
-    },
-}
-TAP_SETS["facenet_casia"] = TAP_SETS["facenet_vggface2"]
+# Old tap-set names that still resolve (with a warning): ``skd`` was the one-tap-per-stage set.
+TAP_SET_ALIASES: dict[str, str] = {"skd": "stages"}
+
+_SETS: dict[str, Mapping[str, tuple[str, ...]]] = {}
+
+
+def register_tap_sets(network: str, sets: Mapping[str, Sequence[str]]) -> Mapping[str, tuple[str, ...]]:
+    """Register ``network``'s named tap sets (each bottom to top); call it in the network's own module.
+
+    Returns the sets as registered (read-only), for the module to keep as its ``TAP_SETS``.
+    """
+    frozen = MappingProxyType({name: tuple(paths) for name, paths in sets.items()})
+    if network in _SETS and dict(_SETS[network]) != dict(frozen):
+        raise ValueError(f"tap sets of network '{network}' are registered twice")
+    _SETS[network] = frozen
+    return frozen
+
+
+def _load() -> None:
+    """Import every network module (they register their tap sets), through the network registries' scan."""
+    from facekd.models.registry import STUDENTS, TEACHERS  # lazily: the network modules import this module
+
+    STUDENTS.names()
+    TEACHERS.names()
+
+
+class _TapSets(Mapping[str, Mapping[str, tuple[str, ...]]]):
+    """Read-only ``network -> {set name: paths}`` of every registered network; lookups load the networks first."""
+
+    def __getitem__(self, network: str) -> Mapping[str, tuple[str, ...]]:
+        _load()
+        return _SETS[network]
+
+    def __iter__(self) -> Iterator[str]:
+        _load()
+        return iter(list(_SETS))
+
+    def __len__(self) -> int:
+        _load()
+        return len(_SETS)
+
+
+TAP_SETS: Mapping[str, Mapping[str, tuple[str, ...]]] = _TapSets()
 
 
 def module_paths(net: nn.Module) -> list[str]:
@@ -84,8 +97,14 @@ def resolve_module(net: nn.Module, path: str, key: str = "tap") -> nn.Module:
 
 
 def tap_set(net_name: str, spec: str | Sequence[str], key: str = "taps") -> list[str]:
-    """A tap set by name (``skd``, ``top``, ``embedding``) for network ``net_name``, or an explicit list as is."""
+    """A tap set by name (``stages``, ``top``, ``embedding``) for network ``net_name``, or an explicit list as is.
+
+    An old name in :data:`TAP_SET_ALIASES` (``skd``) resolves to its new one with a warning.
+    """
     if isinstance(spec, str):
+        if spec in TAP_SET_ALIASES:
+            log.warning("tap set %r is now called %r", spec, TAP_SET_ALIASES[spec])
+            spec = TAP_SET_ALIASES[spec]
         sets = TAP_SETS.get(net_name, {})
         if spec not in sets:
             raise TapError(f"{key}={spec!r}: network '{net_name}' has no tap set of that name; "

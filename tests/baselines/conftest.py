@@ -32,6 +32,17 @@ def smoke_data(smoke_cfg):
 
 
 @pytest.fixture(scope="session")
+def smoke_row(smoke_cfg):
+    """``smoke_row(row)``: the row's config at smoke size (its ``smoke`` section applied, the teacher injected)."""
+    from facekd.baselines.compare import row_config
+
+    def get(row):
+        return {**row_config(smoke_cfg, row, smoke=True)[1], "progress": False}
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def compose_smoke():
     """``compose_smoke(root, *overrides)``: the smoke compare_baselines config."""
     return compose_compare

@@ -62,11 +62,11 @@ def test_scores_evaluation_is_argmax():
 def test_unknown_method_lists_known(tmp_path):
     with pytest.raises(KeyError, match="known methods: .*pixels.*scratch"):
         run_method("no_such_method", {}, {}, tmp_path, 0)
-    assert {"pixels", "transfer", "scratch", "kd_labels", "triplet", "maml"} <= set(METHODS.names())
+    assert {"pixels", "teacher_probe", "scratch", "hinton_kd", "triplet", "maml"} <= set(METHODS.names())
 
 
-def test_result_is_cached_by_config_hash(smoke_cfg, smoke_data, monkeypatch):
-    cfg, root = smoke_cfg.baselines.pixels, smoke_cfg.paths.root
+def test_result_is_cached_by_config_hash(smoke_cfg, smoke_data, smoke_row, monkeypatch):
+    cfg, root = smoke_row("pixels"), smoke_cfg.paths.root
     first = run_method("pixels", cfg, smoke_cfg.data, root, 0, data=smoke_data)
     assert isinstance(first, MethodResult) and 0.5 < first.accuracy <= 1.0 and first.params == 0
 

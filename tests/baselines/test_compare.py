@@ -8,10 +8,35 @@ from facekd.baselines.compare import compare_baselines, resolve_rows
 
 
 def test_unknown_row_lists_known_ones(smoke_cfg):
-    with pytest.raises(KeyError, match=r"unknown method\(s\) nope; known methods: .*kd_labels.*maml_fo.*pixels"):
-        resolve_rows(["pixels", "nope"], smoke_cfg.baselines)
-    rows = resolve_rows(["scratch_convnet9", "pixels"], {"scratch_convnet9": {"method": "scratch"}})
+    with pytest.raises(KeyError, match=r"unknown row\(s\) nope; known rows .*hinton_kd.*maml_fo.*pixels"):
+        resolve_rows(["pixels", "nope"], smoke_cfg)
+    rows = resolve_rows(["scratch_convnet9", "pixels"], smoke_cfg, smoke=True)
     assert [(r, p) for r, p, _ in rows] == [("scratch_convnet9", "scratch"), ("pixels", "pixels")]
+    assert rows[0][2]["train"]["steps"] == 2 and "smoke" not in rows[0][2]  # the row's smoke section, applied
+    assert resolve_rows(["scratch"], smoke_cfg)[0][2]["train"]["steps"] == 500  # at full size: the row's own
+
+
+def test_a_new_row_is_one_file(tmp_path, monkeypatch):
+    """A config-only row is one new YAML under configs/baseline/: compose picks it up with no other edit."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from facekd import config
+
+    configs = tmp_path / "configs"
+    shutil.copytree(config.CONFIGS, configs)
+    (configs / "baseline" / "scratch_wide.yaml").write_text("defaults:\n  - scratch\n  - _self_\ntrain: {steps: 7}\n")
+    monkeypatch.setattr(config, "ROW_DIR", configs / "baseline")
+    config.register_rows()
+    try:
+        with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+            cfg = compose(config_name="compare_baselines", overrides=["methods=[scratch_wide]", "paths.root=/x"])
+        [(row, plugin, rcfg)] = resolve_rows(cfg.methods, cfg)
+        assert (row, plugin, rcfg["train"]["steps"]) == ("scratch_wide", "scratch", 7)
+    finally:
+        monkeypatch.undo()
+        config.register_rows()
 
 
 def test_compare_writes_table_csv_chart_and_reuses_results(smoke_root, compose_smoke, monkeypatch, capsys):
@@ -42,16 +67,16 @@ def _row(method, acc, busy=False, **extra):
             "latency_busy": busy, **extra}
 
 
-def test_headline_table_uses_long_names_and_flags_busy_latency():
+def test_headline_table_shows_the_teacher_ncm_and_flags_busy_latency():
     from facekd.baselines.compare import BUSY_NOTE, headline_markdown
 
-    rows = [_row("scratch", 0.954), _row("transfer", 0.968, busy=True, teacher_ncm_accuracy_mean=0.989,
+    rows = [_row("scratch", 0.954), _row("teacher_probe", 0.968, busy=True, teacher_ncm_accuracy_mean=0.989,
                                          teacher_ncm_accuracy_std=0.0)]
-    text = headline_markdown(rows, {"scratch": "ResNet-18 from scratch (augmented)", "transfer": "teacher probe (sface)"})
+    text = headline_markdown(rows)
     lines = text.splitlines()
     assert lines[0] == "| method | accuracy % | macro-F1 % | params (M) | MFLOPs | CPU ms/img |"
-    assert lines[2] == "| ResNet-18 from scratch (augmented) | 95.4 ± 1.0 | 94.4 ± 2.0 | 11.20 | 296 | 10.4 |"
-    assert lines[3] == "| teacher probe (sface; nearest class mean 98.9 ± 0.0%) | 96.8 ± 1.0 | 95.8 ± 2.0 | 11.20 | 296 | 10.4 * |"
+    assert lines[2] == "| scratch | 95.4 ± 1.0 | 94.4 ± 2.0 | 11.20 | 296 | 10.4 |"
+    assert lines[3] == "| teacher_probe (nearest class mean 98.9 ± 0.0%) | 96.8 ± 1.0 | 95.8 ± 2.0 | 11.20 | 296 | 10.4 * |"
     assert lines[-1] == BUSY_NOTE
 
 
@@ -63,12 +88,12 @@ def test_smoke_profile_is_read_from_the_run():
 
 @pytest.mark.parametrize("variant, parent, key, value", [
     ("subclass_kd_synthetic", "subclass_kd", ("kd", "synthetic", "count"), 1280),
-    ("feature_kd_bce_unfrozen_lr01", "feature_kd_bce_unfrozen", ("finetune", "backbone_lr_scale"), 0.1),
-    ("feature_kd_bce_mixup", "feature_kd_bce", ("distill_overrides",), ["distill.sources.labeled_mixup.weight=1.0"]),
-    ("feature_kd_bce_mixup_lr01", "feature_kd_bce_unfrozen_lr01", ("distill_overrides",),
+    ("distill_bce_finetune", "distill_bce_finetune_samelr", ("finetune", "backbone_lr_scale"), 0.1),
+    ("distill_bce_mixup_probe", "distill_bce_probe", ("distill_overrides",), ["distill.sources.labeled_mixup.weight=1.0"]),
+    ("distill_bce_mixup_finetune", "distill_bce_finetune", ("distill_overrides",),
      ["distill.sources.labeled_mixup.weight=1.0"]),
-    ("feature_kd_bce_mixup_cosface", "feature_kd_bce_mixup_lr01", ("finetune", "loss"), "cosface"),
-    ("feature_kd_bce_mixup_cosface_hold", "feature_kd_bce_mixup_cosface", ("finetune", "hold"),
+    ("distill_bce_mixup_finetune_cosface", "distill_bce_mixup_finetune", ("finetune", "loss"), "cosface"),
+    ("distill_bce_mixup_finetune_cosface_hold", "distill_bce_mixup_finetune_cosface", ("finetune", "hold"),
      {"weight": 1.0, "faces": 1000, "batch_size": 32})])
 def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, value):
     """A variant row is its parent's config with one key changed (at the real sizes, not the smoke profile), so
@@ -81,7 +106,8 @@ def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, 
     configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
         cfg = compose(config_name="compare_baselines", overrides=["paths.root=/nonexistent"])
-    rows = OmegaConf.to_container(cfg.baselines, resolve=True)
+    rows = {k: {kk: vv for kk, vv in v.items() if kk != "smoke"}  # the smoke sizes are not the row
+            for k, v in OmegaConf.to_container(cfg.baselines, resolve=True).items()}
     child, base = rows[variant], rows[parent]
     *path, last = key
     node_child, node_base = child, base
@@ -92,7 +118,7 @@ def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, 
 
 
 def test_the_edge_row_is_the_recommended_recipe_with_another_student():
-    """feature_kd_bce_mixup_lr01_mobilefacenet changes the student, and only adds what ships (ONNX and int8 files)."""
+    """distill_bce_mixup_finetune_mobilefacenet changes the student, and only adds what ships (ONNX and int8 files)."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
@@ -101,8 +127,9 @@ def test_the_edge_row_is_the_recommended_recipe_with_another_student():
     configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
         cfg = compose(config_name="compare_baselines", overrides=["paths.root=/nonexistent"])
-    rows = OmegaConf.to_container(cfg.baselines, resolve=True)
-    edge, base = rows["feature_kd_bce_mixup_lr01_mobilefacenet"], rows["feature_kd_bce_mixup_lr01"]
+    rows = {k: {kk: vv for kk, vv in v.items() if kk != "smoke"}
+            for k, v in OmegaConf.to_container(cfg.baselines, resolve=True).items()}
+    edge, base = rows["distill_bce_mixup_finetune_mobilefacenet"], rows["distill_bce_mixup_finetune"]
     assert (edge.pop("student"), base.pop("student")) == ("mobilefacenet", "resnet18")
     assert edge["finetune"].pop("export_onnx") is True and base["finetune"].pop("export_onnx") is False
     assert edge["finetune"].pop("int8") == {"enabled": True} and "int8" not in base["finetune"]

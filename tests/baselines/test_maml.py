@@ -80,13 +80,13 @@ def test_no_test_statistics_leak():
     assert HEAD == "head.weight"
 
 
-def test_too_small_set_errors(smoke_cfg, smoke_data):
+def test_too_small_set_errors(smoke_cfg, smoke_data, smoke_row):
     with pytest.raises(EpisodeError, match="too small for 5-way 1-shot"):
         check_episodes(np.array([2, 2, 2, 1]), n_way=5, k_shot=1, q_query=1)
     assert list(check_episodes(np.array([2, 1, 2]), n_way=2, k_shot=1, q_query=1)) == [0, 2]
-    mcfg = {**smoke_cfg.baselines.maml, "k_shot": 2}  # 2-shot + 1 query needs 3 train images; ORL split has 2
+    mcfg = {**smoke_row("maml"), "k_shot": 2}  # 2-shot + 1 query needs 3 train images; ORL split has 2
     with pytest.raises(EpisodeError, match="at least 3 train images"):
         run_method("maml", mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
     with pytest.raises(EpisodeError, match="50-way"):
-        run_method("maml", {**smoke_cfg.baselines.maml, "n_way": 50}, smoke_cfg.data, smoke_cfg.paths.root, 0,
+        run_method("maml", {**smoke_row("maml"), "n_way": 50}, smoke_cfg.data, smoke_cfg.paths.root, 0,
                    data=smoke_data)

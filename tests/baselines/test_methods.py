@@ -6,25 +6,23 @@ import pytest
 import torch
 
 from facekd.baselines import run_method
-from facekd.baselines.kd_labels import hinton_kd_loss
+from facekd.baselines.hinton_kd import hinton_kd_loss
+from facekd.config import ROW_ALIASES, row_names
 
-ROWS = ["pixels", "transfer", "scratch", "scratch_convnet9", "kd_labels", "subclass_kd", "triplet", "maml", "maml_fo",
-        "feature_kd_bce", "feature_kd_bce_unfrozen", "feature_kd_bce_unfrozen_lr01", "feature_kd_bce_skd",
-        "feature_kd_bce_mixup", "feature_kd_bce_mixup_lr01", "feature_kd_bce_mixup_cosface",
-        "feature_kd_bce_mixup_lr01_mobilefacenet"]
+ROWS = row_names()  # every registered row: a new file under configs/baseline/ is tested without an edit here
 
 
 @pytest.mark.parametrize("row", ROWS)
-def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
-    mcfg = {**smoke_cfg.baselines[row], "progress": False}
+def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data, smoke_row):
+    mcfg = smoke_row(row)
     res = run_method(mcfg.get("method", row), mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
     assert set(res.test) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_micro", "f1_weighted"}
     assert 0.0 <= res.accuracy <= 1.0 and res.val and res.train_seconds > 0
     assert res.cpu_ms_per_img > 0 and res.mflops >= 0
-    if row == "transfer":
+    if row == "teacher_probe":
         # the frozen SFace teacher is a real face teacher: far above chance (2.5%) even with a 20-step head
         assert res.accuracy > 0.3 and res.extra["teacher_ncm_accuracy"] > 0.8
-    if row == "kd_labels":
+    if row == "hinton_kd":
         assert res.extra["alpha"] == 0.1 and "teacher_accuracy" in res.extra
     if row == "subclass_kd":
         assert res.extra["subclasses"] == 4 and res.extra["subclasses_total"] == 4 * smoke_data.num_classes
@@ -35,7 +33,7 @@ def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
         assert res.extra["collapsed"] is False
     if row.startswith("maml"):
         assert res.extra["first_order"] is (row == "maml_fo")
-    if row.startswith("feature_kd"):
+    if mcfg.get("method") == "distilled":
         from facekd.distill import load_student
         from facekd.finetune import load_finetuned
 
@@ -43,10 +41,10 @@ def test_method_runs_at_smoke_size(row, smoke_cfg, smoke_data):
         tuned = load_finetuned(res.extra["finetune_run"])[0].student.state_dict()
         same = all(torch.equal(distilled[k], tuned[k]) for k in distilled if k.endswith("weight"))
         unfrozen = bool(mcfg["finetune"].get("unfreeze", False))
-        assert unfrozen is row.endswith(("lr01", "unfrozen", "cosface", "lr01_mobilefacenet"))  # what their names say
+        assert unfrozen is ("_finetune" in row) and row.endswith("_probe") is not unfrozen  # what their names say
         assert same is not unfrozen  # the unfrozen rows train the backbone, the frozen ones never
         manifest = json.loads((Path(res.extra["student_run"]) / "manifest.json").read_text())
-        assert (manifest["taps"] is not None) is (row == "feature_kd_bce_skd")  # multi-layer targets only where asked
+        assert (manifest["taps"] is not None) is (row == "distill_bce_maps_probe")  # multi-layer targets only where asked
         sources = [s["name"] for s in manifest["sources"]]
         assert ("labeled-mixup" in sources) is ("mixup" in row)  # blends of the train photos only where asked
         assert manifest["student"]["name"] == ("mobilefacenet" if row.endswith("mobilefacenet") else "resnet18")
@@ -73,13 +71,13 @@ def test_hinton_kd_loss_known_values():
         hinton_kd_loss(s, t, y, alpha=1.5, temperature=1.0)
 
 
-def test_feature_kd_distills_a_student_per_seed(smoke_cfg, smoke_data):
-    from facekd.baselines.feature_kd import distill_name, student_run_path
+def test_distilled_rows_distill_a_student_per_seed(smoke_cfg, smoke_data, smoke_row):
+    from facekd.pipeline import distill_name, student_run_path
     from facekd.runs import RunError, read_manifest
 
-    mcfg = {**smoke_cfg.baselines["feature_kd_bce"], "progress": False}
+    mcfg = smoke_row("distill_bce_probe")
     root = smoke_cfg.paths.root
-    res = run_method("feature_kd", mcfg, smoke_cfg.data, root, 1, data=smoke_data)
+    res = run_method("distilled", mcfg, smoke_cfg.data, root, 1, data=smoke_data)
     run = student_run_path(mcfg, root, 1)
     base = distill_name(mcfg)  # resnet18-bce-<hash of the smoke distill_overrides>
     assert base.startswith("resnet18-bce-sface-") and run.name == f"{base}-seed1" and res.extra["student_run"] == str(run)
@@ -90,4 +88,15 @@ def test_feature_kd_distills_a_student_per_seed(smoke_cfg, smoke_data):
     assert distill_name({**mcfg, "distill_overrides": ["distill.train.epochs=1"]}) not in (base, "resnet18-bce-sface")
     assert student_run_path({**mcfg, "student_run": "/x/y"}, root, 3) == Path("/x/y")  # one given run for all seeds
     with pytest.raises(RunError, match=f"seed=2 distill.name={base}-seed2"):
-        run_method("feature_kd", {**mcfg, "run_missing": False}, smoke_cfg.data, root, 2, data=smoke_data)
+        run_method("distilled", {**mcfg, "run_missing": False}, smoke_cfg.data, root, 2, data=smoke_data)
+
+
+def test_every_former_row_name_resolves_to_a_registered_row(smoke_cfg, caplog):
+    """The rows' former names still run (with a one-line notice), and each names a registered row."""
+    from facekd.baselines.compare import resolve_rows
+
+    assert set(ROW_ALIASES.values()) <= set(row_names())
+    with caplog.at_level("WARNING"):
+        rows = resolve_rows(list(ROW_ALIASES), smoke_cfg, smoke=True)
+    assert [r for r, _, _ in rows] == list(ROW_ALIASES.values())
+    assert "row 'feature_kd_bce_mixup_lr01' is now called 'distill_bce_mixup_finetune'" in caplog.text

@@ -25,7 +25,7 @@ def test_pixels_row_on_the_open_set_variant_has_the_open_set_columns(tmp_path, c
     assert float(table["dir_mean"]) == pytest.approx(row["dir_mean"]) and "test_far_std" in table
 
 
-def test_closed_set_table_and_cache_key_unchanged(tmp_path):
+def test_closed_set_table_unchanged_and_cache_key_follows_the_protocol(tmp_path):
     row = {"method": "pixels", "student": "pixels", "seeds": 1, "accuracy_mean": 0.5, "accuracy_std": 0.0,
            "params": 0, "mflops": 0.0, "cpu_ms_per_img": 1.0, "train_seconds": 0.0}
     assert "DIR@FAR" not in comparison_markdown([row])
@@ -33,7 +33,7 @@ def test_closed_set_table_and_cache_key_unchanged(tmp_path):
         assert "dir_mean" not in f.readline()
     data = {"name": "orl", "per_class": 2, "val": 1, "test": None}
     key = method_hash("pixels", {"size": 32}, data, "split", 0, None, "content")
-    assert method_hash("pixels", {"size": 32}, {**data, "unknown_identities": 0}, "split", 0, None, "content") == key
+    assert method_hash("pixels", {"size": 32}, data, "split", 0, None, "content", open_set_far=0.05) != key
     assert method_hash("pixels", {"size": 32}, {**data, "unknown_identities": 5}, "split", 0, None, "content") != key
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from facekd.baselines.kd_labels import UNLABELED
+from facekd.baselines.hinton_kd import UNLABELED
 from facekd.baselines.subclass_kd import (SubclassPool, class_logits, subclass_aux_loss, subclass_kd_loss,
                                           subclass_settings, subclass_usage)
 from facekd.errors import ConfigError
@@ -78,7 +78,7 @@ def test_usage_counts_dead_subclasses_per_class():
 
 
 @pytest.mark.parametrize("kd,aux,needle", [
-    ({"subclasses": 1}, {}, "kd_labels"),
+    ({"subclasses": 1}, {}, "hinton_kd"),
     ({"subclasses": 0}, {}, "kd.subclasses"),
     ({"alpha": 1.5}, {}, "kd.alpha"),
     ({"alpha": -0.1}, {}, "kd.alpha"),
@@ -99,28 +99,13 @@ def test_default_settings():
     assert s["aux"] == {"weight": 1.0, "temperature": 1.0, "normalize": "batch"}
 
 
-def test_cached_results_get_weighted_f1_only_when_it_is_exact(tmp_path):
-    from facekd.baselines.base import MethodResult, backfill_weighted_f1
-
-    def result():
-        return MethodResult(method="m", student="s", seed=0, test={"accuracy": 0.9, "f1_macro": 0.8}, val={},
-                            params=1, mflops=0.0, cpu_ms_per_img=1.0, train_seconds=1.0)
-
-    balanced, skewed = tmp_path / "b.npz", tmp_path / "s.npz"
-    np.savez(balanced, features=np.zeros((4, 2)), labels=np.array([0, 0, 1, 1]))
-    np.savez(skewed, features=np.zeros((3, 2)), labels=np.array([0, 0, 1]))
-    assert backfill_weighted_f1(result(), balanced).test["f1_weighted"] == 0.8
-    assert "f1_weighted" not in backfill_weighted_f1(result(), skewed).test
-    assert "f1_weighted" not in backfill_weighted_f1(result(), tmp_path / "missing.npz").test
-
-
 def test_unlabeled_images_join_the_kd_term_only(smoke_cfg, smoke_data):
     """Cached mode: labeled views, then unlabeled augmented views of the same photos (label -1), all scored by
     the teacher once; online mode without unlabeled images keeps the plain augmented split."""
     from torch import nn
 
     from facekd.baselines.base import Predictor
-    from facekd.baselines.kd_labels import logit_kd_train_set
+    from facekd.baselines.hinton_kd import logit_kd_train_set
     from facekd.data.preprocess import Preprocess
 
     teacher = Predictor(nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(1), nn.Linear(12, 6)),
@@ -139,10 +124,10 @@ def test_unlabeled_images_join_the_kd_term_only(smoke_cfg, smoke_data):
     assert len(online) == 2 * n and online[len(online) - 1][1] == UNLABELED
 
 
-def test_subclass_row_with_synthetic_faces(smoke_cfg, smoke_data):
+def test_subclass_row_with_synthetic_faces(smoke_cfg, smoke_data, smoke_row):
     from facekd.baselines import run_method
 
-    base = {**smoke_cfg.baselines["subclass_kd"], "progress": False}
+    base = smoke_row("subclass_kd")
     mcfg = {**base, "kd": {**base["kd"], "subclasses": 2, "synthetic": {"count": 6}}}
     res = run_method("subclass_kd", mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
     assert res.extra["synthetic"] == 6 and res.extra["subclasses_total"] == 2 * smoke_data.num_classes

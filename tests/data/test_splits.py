@@ -104,21 +104,16 @@ def test_open_set_split_withholds_disjoint_unknown_identities(orl, tmp_path):
     again.check_matches(orl)
 
 
-def test_closed_set_split_is_unchanged_by_the_open_set_key(orl, tmp_path):
+def test_a_closed_set_split_records_every_protocol_key(orl, tmp_path):
     closed = SplitProtocol(per_class=2, val=1, seed=0, unknown_identities=0)
-    assert closed.as_dict() == {"per_class": 2, "val": 1, "test": None, "seed": 0, "too_few": "error"}
+    assert closed.as_dict() == {"per_class": 2, "val": 1, "test": None, "seed": 0, "too_few": "error",
+                                "unknown_identities": 0, "enroll_identities": 0, "enroll_shots": 2,
+                                "stranger_identities": 0}
     s = make_split(orl, closed)
-    assert not s.open_set and s.parts == ("train", "val", "test")
-    # the split id of the protocol without the key, as every closed-set manifest before the key existed
-    from facekd.runs import config_hash
-
-    legacy = config_hash({"fp": s.data_fingerprint, "p": {"per_class": 2, "val": 1, "test": None, "seed": 0,
-                                                          "too_few": "error"},
-                          "t": s.train, "v": s.val, "s": s.test})
-    assert s.id == legacy
+    assert not s.open_set and not s.enroll_protocol and s.parts == ("train", "val", "test")
     _, path = load_or_make_split(orl, closed, tmp_path)
-    written = path.read_text()
-    assert "unknown" not in written
+    again = Split.read(path)
+    assert again.id == s.id and again.unknown_test == [] and again.strangers == []
 
 
 def test_too_many_unknown_identities_refused_naming_the_key(orl):
@@ -153,8 +148,8 @@ def test_enroll_protocol_has_three_disjoint_kinds_of_people(orl, tmp_path):
     again = Split.read(path)
     assert again.strangers == split.strangers and again.id == split.id
     again.check_matches(orl)
-    closed = SplitProtocol(per_class=2, val=1, seed=0)
-    assert "enroll_identities" not in closed.as_dict() and "enroll" not in make_split(orl, closed).as_dict()
+    closed = make_split(orl, SplitProtocol(per_class=2, val=1, seed=0))
+    assert not closed.enroll_protocol and closed.as_dict()["enroll"] == [] and "enroll" not in closed.parts
 
 
 def test_enroll_protocol_refusals(orl):

@@ -68,3 +68,21 @@ def test_taps_need_per_view_targets_and_real_paths(make_cfg, tmp_path):
     with pytest.raises(TapError, match="distill.taps.student='backbone.layer9'"):
         distill(make_cfg(tmp_path, "student.input_size=32", "distill.taps.weight=1.0",
                          "distill.taps.student=[backbone.layer9]", "distill.taps.teacher=[net.bn1]"))
+
+
+def test_default_tap_sets_are_stages_and_the_old_name_skd_still_works(sface, caplog):
+    """``distill.taps.student/teacher`` default to ``stages``; an old config's ``skd`` builds the same pairs."""
+    import logging
+
+    from facekd.distill.stage_taps import build_tap_loss, tap_settings
+    from facekd.models import build_student
+
+    t = tap_settings({})
+    assert (t["student"], t["teacher"], t["loss"]) == ("stages", "stages", "skd")
+    student = build_student({"name": "resnet18", "input_size": 32}, sface.feature_dim)
+    with caplog.at_level(logging.WARNING, logger="facekd.models.taps"):
+        old = build_tap_loss(tap_settings({"taps": {"student": "skd", "teacher": "skd"}}), student, sface)
+    assert [r.getMessage() for r in caplog.records] == ["tap set 'skd' is now called 'stages'"] * 2
+    assert old.pairs == build_tap_loss(t, student, sface).pairs
+    with pytest.raises(TapError, match="distill.taps.teacher='deep'.*stages, top, embedding"):
+        build_tap_loss(tap_settings({"taps": {"teacher": "deep"}}), student, sface)

@@ -7,8 +7,7 @@ import torch
 
 from facekd.config import plain
 from facekd.distill.stage import distill
-from facekd.distill.stream import (HardPool, StreamBatches, StreamFaces, StreamSettings, build_stream_generator,
-                                   without_stream_keys)
+from facekd.distill.stream import HardPool, StreamBatches, StreamFaces, StreamSettings, build_stream_generator
 from facekd.distill.views import ViewSource
 from facekd.engine import ResumeError
 from facekd.errors import ConfigError
@@ -156,12 +155,15 @@ def test_a_generator_that_cannot_stream_is_refused(monkeypatch):
         build_stream_generator(s, torch.device("cpu"))
 
 
-def test_shards_mode_records_the_config_as_before():
-    d = plain(compose("distill", []))["distill"]
+def test_shards_mode_records_the_whole_config():
+    from facekd.distill.stage import _hashed, _run_config
+
+    cfg = compose("distill", [])
+    recorded = _run_config(cfg)
+    d = recorded["distill"]
     assert d["sources"]["synthetic"]["mode"] == "shards" and StreamSettings.from_config(d) is None
-    kept = without_stream_keys(d)
-    assert set(kept["sources"]["synthetic"]) == {"weight", "num_images", "holdout", "views", "augment", "targets"}
-    assert kept["sources"]["labeled_train"] == d["sources"]["labeled_train"] and "stream" in d["sources"]["synthetic"]
+    assert d == plain(cfg)["distill"] and "stream" in d["sources"]["synthetic"] and "hydra" not in recorded
+    assert _hashed(recorded)["distill"]["sources"] == d["sources"]
 
 
 def test_two_stream_runs_with_one_seed_train_the_same_student(make_cfg, tmp_path):

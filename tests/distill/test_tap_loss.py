@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facekd.distill.tap_loss import (TapAdapter, TapLoss, TapPair, TapPairError, attention_map, common_grid,
-                                     parse_pairs, pool_to, skd_weights, spectral_norms)
+from facekd.distill.tap_loss import (TAP_TERMS, TapAdapter, TapLoss, TapPair, TapPairError, attention_map,
+                                     common_grid, parse_pairs, pool_to, skd_weights, spectral_norms)
+from facekd.errors import UnknownNameError
 
 
 def _identity_loss(pairs, s_shapes, t_shapes, **kw):
@@ -121,7 +122,15 @@ def test_bad_pairs_are_named():
         parse_pairs(None, ["a", "b"], ["c"], "skd")
     with pytest.raises(TapPairError, match=r"kd.pairs\[0\] needs 'student' and 'teacher'"):
         parse_pairs([{"student": "a"}], [], [], "skd")
-    with pytest.raises(TapPairError, match="unknown loss term"):
+    with pytest.raises(TapPairError, match="kd.pairs: unknown loss term.*nope; choose from at, bce, .*skd"):
         TapLoss([TapPair("s", "t", loss="nope")], {"s": (2,)}, {"t": (2,)})
     with pytest.raises(TapPairError, match="kd.lipschitz"):
         TapLoss([TapPair("s", "t")], {"s": (2,)}, {"t": (2,)}, lipschitz=-1)
+
+
+def test_tap_terms_registry_lists_the_known_names():
+    assert TAP_TERMS.names() == ["at", "bce", "cosine", "fitnet", "mse", "skd"]
+    assert "skd" in TAP_TERMS and TAP_TERMS.get("fitnet") is TAP_TERMS.get("mse")
+    with pytest.raises(UnknownNameError,
+                       match="unknown loss term 'nope'; known loss terms: at, bce, cosine, fitnet, mse, skd"):
+        TAP_TERMS.get("nope")

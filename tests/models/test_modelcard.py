@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from facekd.modelcard import markdown_table, model_card, model_cards
+from facekd.model_cards import model_cards
+from facekd.modelcard import markdown_table, model_card
 
 
 def test_model_card_counts_a_known_network():
@@ -106,7 +107,7 @@ def test_session_card_feeds_a_float_input_and_marks_lost_cpu(monkeypatch):
 def test_deployed_card_times_fp32_and_int8_onnx():
     """One student at one size: exported, quantized on DCGAN faces, both files timed; the speed-up is against
     SFace's fp32 ONNX (exported just for the reference, as SFace has no row here)."""
-    from facekd.modelcard import card_rows_markdown
+    from facekd.model_cards import card_rows_markdown
 
     rows = model_cards(teachers=[], students=["resnet18"], student_sizes=[64], repeats=1, warmup=0, deployed=True,
                        onnx_repeats=2, onnx_warmup=1)
@@ -125,7 +126,7 @@ def test_deployed_card_times_fp32_and_int8_onnx():
 
 def test_shipped_sface_row_and_table_marks():
     """SFace's own int8 block-quantized file is timed as shipped; unmeasured cells read "–", busy figures "*"."""
-    from facekd.modelcard import card_rows_markdown
+    from facekd.model_cards import card_rows_markdown
     from facekd.modelcard_onnx import Deployment
 
     base = {"role": "teacher", "input": 112, "params": 9_640_000, "mflops": 1148.0}
@@ -147,7 +148,7 @@ def test_shipped_sface_row_and_table_marks():
 def test_model_card_script_writes_json_and_markdown(tmp_path):
     from omegaconf import OmegaConf
 
-    from facekd.modelcard import print_model_cards
+    from facekd.model_cards import print_model_cards
 
     cfg = OmegaConf.create({"teachers": [], "students": ["mobilefacenet"], "student_sizes": [32], "out_dim": 8,
                             "teacher_weights": {}, "repeats": 1, "warmup": 0, "threads": 1, "deployed": False,

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from facekd.models import build_student, teacher_architecture
-from facekd.models.taps import TAP_SETS, FeatureTaps, TapError, tap_set, tap_shapes
+import logging
+
+from facekd.models.taps import TAP_SETS, FeatureTaps, TapError, register_tap_sets, tap_set, tap_shapes
 
 TEACHER_SHAPES = {
     "sface": (112, {"net.body.conv_4": (128, 56, 56), "net.body.conv_6": (256, 28, 28),
@@ -61,5 +63,40 @@ def test_unknown_tap_lists_the_paths_that_exist():
 def test_tap_set_names_and_errors():
     assert tap_set("resnet18", "top") == ["backbone.layer4"]
     assert tap_set("resnet18", ["a.b"]) == ["a.b"]
-    with pytest.raises(TapError, match="kd.teacher_taps='deep'.*skd, top, embedding"):
+    with pytest.raises(TapError, match="kd.teacher_taps='deep'.*stages, top, embedding"):
         tap_set("sface", "deep", "kd.teacher_taps")
+    with pytest.raises(TapError, match="network 'nonet' has no tap set"):
+        tap_set("nonet", "stages")
+
+
+def test_old_tap_set_name_skd_resolves_to_stages_with_one_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="facekd.models.taps"):
+        got = tap_set("resnet18", "skd", "distill.taps.student")
+    assert got == tap_set("resnet18", "stages") == ["backbone.layer1", "backbone.layer2", "backbone.layer3",
+                                                    "backbone.layer4"]
+    assert [r.getMessage() for r in caplog.records] == ["tap set 'skd' is now called 'stages'"]
+
+
+def test_each_network_module_brings_its_tap_sets():
+    from facekd.models import STUDENTS, TEACHERS
+    from facekd.models.students import convnet9
+    from facekd.models.teachers import facenet
+
+    assert set(TAP_SETS) == set(STUDENTS.names()) | set(TEACHERS.names())
+    assert tap_set("convnet9", "stages") == list(convnet9.TAP_SETS["stages"]) == ["body.2", "body.12", "body.22",
+                                                                                 "body.29"]
+    assert TAP_SETS["facenet_casia"] == TAP_SETS["facenet_vggface2"] == facenet.TAP_SETS
+    assert tap_set("facenet_casia", "top") == ["net.block8"]
+
+
+def test_a_new_network_registers_its_tap_sets_in_its_own_module():
+    from facekd.models import taps
+
+    try:
+        sets = register_tap_sets("test_only_net", {"stages": ["a", "b"], "top": ["b"]})
+        assert tap_set("test_only_net", "stages") == ["a", "b"] and dict(TAP_SETS["test_only_net"]) == dict(sets)
+        register_tap_sets("test_only_net", {"stages": ["a", "b"], "top": ["b"]})  # re-import: same sets, accepted
+        with pytest.raises(ValueError, match="registered twice"):
+            register_tap_sets("test_only_net", {"stages": ["c"]})
+    finally:
+        taps._SETS.pop("test_only_net", None)

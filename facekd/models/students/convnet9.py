@@ -6,6 +6,7 @@ from torch import nn
 
 from facekd.models.base import Student
 from facekd.models.registry import STUDENTS
+from facekd.models.taps import register_tap_sets
 
 __all__ = ["ConvNet9Student", "CONVNET9_LAYERS"]
 
@@ -16,6 +17,15 @@ CONVNET9_LAYERS: list = [
     (256, 128, 3, 2, 1), (128, 512, 3, 2, 1), (512, 1024, 2, 2, 1), "M",
     (1024, 512, 3, 2, 1), (512, 2048, 3, 2, 1),
 ]
+
+
+# Tap sets (facekd.models.taps), bottom to top.  The body is a Sequential of (conv, bn, relu) triples and
+# max-pools: the ReLUs before each pool (blocks 1, 4, 7) and the last one (block 9).
+TAP_SETS = register_tap_sets("convnet9", {
+    "stages": ["body.2", "body.12", "body.22", "body.29"],
+    "top": ["body.29"],
+    "embedding": ["proj"],
+})
 
 
 @STUDENTS.register("convnet9")

@@ -25,6 +25,7 @@ from torch import nn
 from facekd.errors import ConfigError
 from facekd.models.base import Student
 from facekd.models.registry import STUDENTS
+from facekd.models.taps import register_tap_sets
 
 __all__ = ["MobileFaceNetStudent", "MOBILEFACENET_STAGES", "InvertedResidual", "ACTIVATIONS"]
 
@@ -78,6 +79,15 @@ def _stage(cin: int, spec: tuple[tuple[int, int, int, int], ...], width: float, 
 def _channels(c: int, width: float) -> int:
     """``c * width`` rounded to a multiple of 8 (at least 8), as mobile networks size their layers."""
     return max(8, int(round(c * width / 8)) * 8)
+
+
+# Tap sets (facekd.models.taps), bottom to top: the end of each stride-2 stage, then the 1x1 conv before the
+# global depthwise conv.
+TAP_SETS = register_tap_sets("mobilefacenet", {
+    "stages": ["stage1", "stage2", "stage3", "conv_sep"],
+    "top": ["conv_sep"],
+    "embedding": ["proj"],
+})
 
 
 @STUDENTS.register("mobilefacenet")

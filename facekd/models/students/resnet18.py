@@ -7,8 +7,17 @@ from torchvision.models import resnet18
 
 from facekd.models.base import Student
 from facekd.models.registry import STUDENTS
+from facekd.models.taps import register_tap_sets
 
 __all__ = ["ResNet18Student"]
+
+
+# Tap sets (facekd.models.taps), bottom to top.
+TAP_SETS = register_tap_sets("resnet18", {
+    "stages": ["backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4"],
+    "top": ["backbone.layer4"],
+    "embedding": ["proj"],
+})
 
 
 @STUDENTS.register("resnet18")

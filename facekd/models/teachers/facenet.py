@@ -24,11 +24,19 @@ from facekd.assets import sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict, require_weights_file
 from facekd.models.registry import TEACHERS
+from facekd.models.taps import register_tap_sets
 from facekd.errors import ConfigError
 
 __all__ = ["FacenetTeacher", "FacenetVGGFace2Teacher", "FacenetCasiaTeacher", "inception_resnet_v1"]
 
 _FEATURES = {"embedding": (512,), "last_bn": (512,)}
+# Tap sets (facekd.models.taps), bottom to top; both facenet teachers share the network.
+TAP_SETS = register_tap_sets("facenet_vggface2", {
+    "stages": ["net.repeat_1", "net.repeat_2", "net.repeat_3", "net.block8"],
+    "top": ["net.block8"],
+    "embedding": ["net.last_bn"],
+})
+register_tap_sets("facenet_casia", TAP_SETS)
 
 
 def inception_resnet_v1() -> nn.Module:

@@ -38,6 +38,7 @@ from facekd.assets import EMBEDDED_ASSETS, resolve, sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict
 from facekd.models.registry import TEACHERS
+from facekd.models.taps import register_tap_sets
 from facekd.errors import ConfigError
 
 __all__ = ["SFace", "SFaceTeacher", "dequantize_blocks", "read_sface_onnx", "sface_onnxruntime_session"]
@@ -49,6 +50,12 @@ _BLOCKS = [(f"conv_{i}", cin, cout, s) for i, cin, cout, s in [
     (13, 512, 1024, 2), (14, 1024, 1024, 1)]]
 _FEATURES = {"embedding": (128,), "bn1": (1024,), "bn1_map": (1024, 7, 7)}
 _INPUT_MEAN, _INPUT_SCALE = 127.5, 1.0 / 128.0
+# Tap sets (facekd.models.taps), bottom to top.
+TAP_SETS = register_tap_sets("sface", {
+    "stages": ["net.body.conv_4", "net.body.conv_6", "net.body.conv_12", "net.bn1"],
+    "top": ["net.bn1"],
+    "embedding": ["net.fc1"],
+})
 
 
 class ConvBNPReLU(nn.Sequential):

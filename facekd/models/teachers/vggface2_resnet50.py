@@ -32,6 +32,7 @@ from facekd.assets import sha256_file
 from facekd.data.preprocess import Preprocess
 from facekd.models.base import ModelWeightsError, Teacher, load_state_strict, require_weights_file
 from facekd.models.registry import TEACHERS
+from facekd.models.taps import register_tap_sets
 from facekd.errors import ConfigError
 
 __all__ = ["CaffeResNet50", "VGGFace2ResNet50Teacher", "read_vggface2_pickle", "load_vggface2_resnet50",
@@ -42,6 +43,13 @@ VGGFACE2_CLASSES = 8631
 WEIGHTS_FILE = "resnet50_ft_weight.pkl"
 _N_KEYS = 267
 _FEATURES = {"pool5": (2048,), "layer4_map": (2048, 7, 7)}
+# Tap sets (facekd.models.taps), bottom to top.
+TAP_SETS = register_tap_sets("vggface2_resnet50", {
+    "stages": ["net.layer1", "net.layer2", "net.layer3", "net.layer4"],
+    "top": ["net.layer4"],
+    "embedding": ["net.avgpool"],
+})
+
 # Globals a pickle of {name: numpy array} may reference (Python 2 and 3 numpy spellings).
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),

@@ -1,7 +1,7 @@
-"""``kd_labels``: Hinton knowledge distillation with labels.
+"""``hinton_kd``: Hinton knowledge distillation with labels.
 
-1. The teacher gets a linear head fine-tuned on the train split (exactly the ``transfer`` baseline's
-   classifier, :func:`~facekd.baselines.transfer.fit_teacher_classifier`).
+1. The teacher gets a linear head fine-tuned on the train split (exactly the ``teacher_probe`` baseline's
+   classifier, :func:`~facekd.baselines.teacher_probe.fit_teacher_classifier`).
 2. The student is trained from random init on augmented train images with
 
        L = alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(teacher / T) || softmax(student / T))
@@ -34,12 +34,14 @@ import os
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, embed_images, plain
 from facekd.baselines.common import seed_augmentation
+from facekd.baselines.kd_views import augmented_views, synthetic_views
 from facekd.baselines.scratch import student_config, train_classifier
-from facekd.baselines.transfer import fit_teacher_classifier, teacher_config
+from facekd.baselines.teacher_probe import fit_teacher_classifier
+from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.errors import ConfigError
 
-__all__ = ["hinton_kd_loss", "labeled_ce", "KDLabels", "augmented_views", "unlabeled_settings",
+__all__ = ["hinton_kd_loss", "labeled_ce", "HintonKD", "unlabeled_settings",
            "logit_kd_train_set", "on_teacher_scores", "UNLABELED"]
 
 UNLABELED = -1  # the label of an image that only the KD term uses
@@ -66,9 +68,11 @@ def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, l
     return alpha * ce + (1.0 - alpha) * t * t * kl
 
 
-@METHODS.register("kd_labels")
-class KDLabels(Method):
+@METHODS.register("hinton_kd")
+class HintonKD(Method):
     """Student trained on labels and the fine-tuned teacher's soft predictions (Hinton KD)."""
+
+    uses_teacher = True
 
     def __init__(self) -> None:
         self.synthetic_run: Path | None = None
@@ -141,7 +145,6 @@ def logit_kd_train_set(data: LabeledData, cfg: Mapping[str, Any], teacher: Predi
     plus the unlabeled images as ``(image, label)`` (the teacher scores each batch); ``None`` when there are
     none (the plain augmented split).
     """
-    from facekd.baselines.feature_reg import synthetic_views
 
     kd = unlabeled_settings(cfg.get("kd") or {})
     augment, bs = bool(cfg.get("augment", True)), int(cfg.get("eval_batch_size", 64))
@@ -172,15 +175,3 @@ def logit_kd_train_set(data: LabeledData, cfg: Mapping[str, Any], teacher: Predi
     return TensorDataset(x, y, embed_images(teacher, x, bs)), extra
 
 
-def augmented_views(data: LabeledData, views: int, seed: int, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``views`` views of every train image: view 0 clean, the others augmented with ``data.augment``, drawn
-    reproducibly from ``seed``.  Returns ``(uint8 images, labels)``, view-major."""
-    if views < 1:
-        raise ConfigError(f"kd.views must be >= 1, got {views}")
-    train = split_datasets(data, ("train",), augment_train=augment)["train"]
-    images, labels = train.tensors()
-    out = [images]
-    if views > 1 and train.augment is not None:
-        train.augment.set_random_seed(seed)  # albumentations draws from its own generators
-        out += [torch.stack([train[i][0] for i in range(len(train))]) for _ in range(views - 1)]
-    return torch.cat(out), labels.repeat(len(out))

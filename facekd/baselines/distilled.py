@@ -1,4 +1,4 @@
-"""``feature_kd``: the paper's method as a comparison row, taken from the distill and finetune stages.
+"""``distilled``: the paper's method as a comparison row, taken from the distill and finetune stages.
 
 The row reads a finished distill run (``student_run``, default ``${paths.root}/distill/<student>-<loss>-<teacher>``,
 the distill stage's own default folder, for seed 0 and ``<student>-<loss>-<teacher>-seed<k>`` distilled with
@@ -24,44 +24,21 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from facekd.baselines.base import METHODS, Features, Fitted, Method, Predictor, default_device, plain
+from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData
 from facekd.pipeline import ensure_distill_run, run_identity
-from facekd.runs import config_hash, read_manifest
+from facekd.runs import read_manifest
 
-__all__ = ["FeatureKD", "distill_name", "row_teacher", "student_run_path"]
+__all__ = ["Distilled"]
 
 log = logging.getLogger(__name__)
 
 
-def distill_name(cfg: Mapping[str, Any], seed: int = 0) -> str:
-    """The distill run folder name of this row and seed: ``<student>-<loss>-<teacher>`` (the distill stage's default
-    name), plus ``-<hash>`` of the row's ``distill_overrides`` when it has any (rows distilled differently
-    never share a folder), plus ``-seed<k>`` for seed k > 0."""
-    name = f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}-{row_teacher(cfg)['name']}"
-    overrides = [str(o) for o in plain(cfg.get("distill_overrides") or [])]
-    if overrides:
-        name += "-" + config_hash(sorted(overrides))[:8]
-    return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
-
-
-def row_teacher(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The row's ``teacher`` section (the comparison's teacher; default the embedded SFace embedding)."""
-    from facekd.baselines.transfer import teacher_config
-
-    return teacher_config(cfg)
-
-
-def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike, seed: int = 0) -> Path:
-    """``student_run`` when given (one student for every seed), else this seed's own distill run."""
-    run = cfg.get("student_run")
-    if run:
-        return Path(run)
-    return Path(paths_root) / "distill" / distill_name(cfg, seed)
-
-
-@METHODS.register("feature_kd")
-class FeatureKD(Method):
+@METHODS.register("distilled")
+class Distilled(Method):
     """Distilled student (distill stage) + linear head (finetune stage), scored under the shared split."""
+
+    uses_teacher = True
 
     def __init__(self) -> None:
         self.student_run: Path | None = None
@@ -73,19 +50,15 @@ class FeatureKD(Method):
                 seed: int = 0) -> dict[str, Any]:
         self.paths_root = Path(paths_root)
         self.student_run = ensure_distill_run(cfg, data.cfg, paths_root, seed)
-        inputs = {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
-        if (cfg.get("finetune") or {}).get("augment"):
-            # augmented fine-tunes draw their views from the seed; results cached before that drew unseeded views
-            inputs["augment_rng"] = "seeded"
-        return inputs
+        return {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
         from facekd.finetune import Preprocessed, finetune, load_finetuned
 
         if self.student_run is None:
-            raise RuntimeError("feature_kd.fit needs prepare() first (run_method calls it)")
+            raise RuntimeError("distilled.fit needs prepare() first (run_method calls it)")
         section = {**plain(cfg.get("finetune") or {}), "student_run": str(self.student_run), "name": run_dir.name,
-                   "expected_teacher": {k: v for k, v in row_teacher(cfg).items() if k in ("name", "feature")}}
+                   "expected_teacher": {k: v for k, v in teacher_config(cfg).items() if k in ("name", "feature")}}
         ft_cfg = {"finetune": section, "data": plain(data.cfg), "paths": {"root": str(self.paths_root)},
                   "seed": int(seed), "device": str(cfg.get("device", "auto"))}
         metrics = finetune(ft_cfg)

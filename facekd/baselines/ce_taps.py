@@ -12,7 +12,7 @@ the deployed predictor).
 Rows (``configs/baseline/``):
 
 * ``skd``: from random init;
-* ``skd_distilled``: from the label-free distilled student of the distill stage (``init: distilled``),
+* ``distill_bce_finetune_skd``: from the label-free distilled student of the distill stage (``init: distilled``),
   the full recipe: pretrain on synthetic faces without labels, then specialise with labels and the teacher
   as regulariser;
 * ``fitnet``, ``at``: the same machinery with other loss terms.
@@ -39,25 +39,24 @@ from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
 from facekd.baselines.common import ImageClassifierTask, seed_augmentation, step_train_config, train_engine
-from facekd.baselines.kd_labels import augmented_views
+from facekd.baselines.kd_views import augmented_views, synthetic_views
 from facekd.baselines.scratch import build_classifier, student_config
-from facekd.baselines.transfer import teacher_config
+from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
-from facekd.errors import ConfigError
 from facekd.distill.tap_cache import teacher_tap_targets
 from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs, pool_to
 from facekd.models.base import Teacher
 from facekd.models import build_teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
 
-__all__ = ["TapTargets", "FeatureRegularizedTask", "FeatureRegularized", "kd_settings", "synthetic_views", "UNLABELED"]
+__all__ = ["TapTargets", "CETapsTask", "CETaps", "kd_settings", "UNLABELED"]
 
 UNLABELED = -1
 
 
 def kd_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The row's ``kd`` section with defaults, checked (errors name the key)."""
-    kd = {"loss": "skd", "lambda": 1.0, "beta": 2.0, "lipschitz": 1.0, "spectral_iters": 8, "student_taps": "skd", "teacher_taps": "skd",
+    kd = {"loss": "skd", "lambda": 1.0, "beta": 2.0, "lipschitz": 1.0, "spectral_iters": 8, "student_taps": "stages", "teacher_taps": "stages",
           "pairs": None, "views": 24, "cache_max_gb": 4.0, "init": "random", "teacher_mode": "cached",
           **plain(cfg.get("kd") or {})}
     kd["synthetic"] = {"count": 0, "augment": "target_like", "generate_overrides": [], **(kd.get("synthetic") or {})}
@@ -91,7 +90,7 @@ class TapTargets(Dataset):
         return (self.images[i], self.labels[i], *(torch.from_numpy(np.array(t[i], dtype=np.float32)) for t in self.targets))
 
 
-class FeatureRegularizedTask(ImageClassifierTask):
+class CETapsTask(ImageClassifierTask):
     """Cross-entropy on the labeled items plus ``lambda/2`` times the tap loss on every item; logs each term."""
 
     def __init__(self, net: nn.Module, preprocess: Any, val: tuple[torch.Tensor, torch.Tensor], kd: TapLoss,
@@ -142,9 +141,11 @@ def _distilled_backbone(net: nn.Module, run: Path, device: torch.device) -> None
                            f"(unexpected {unexpected[:4]}, missing {missing[:4]}); distill the same student")
 
 
-@METHODS.register("feature_reg")
-class FeatureRegularized(Method):
+@METHODS.register("ce_taps")
+class CETaps(Method):
     """Student trained on CE + lambda/2 * multi-tap feature KD towards the frozen teacher (see module doc)."""
+
+    uses_teacher = True
 
     def __init__(self) -> None:
         self.paths_root: Path | None = None
@@ -218,7 +219,7 @@ class FeatureRegularized(Method):
             train_set = TapTargets(images, labels, targets)
             teacher = None
         tc, per_epoch = step_train_config(cfg, seed)
-        task = FeatureRegularizedTask(net, pre, sets["val"].tensors(), loss, [p.student for p in pairs],
+        task = CETapsTask(net, pre, sets["val"].tensors(), loss, [p.student for p in pairs],
                                       float(kd["lambda"]), int(cfg.get("eval_batch_size", 64)), teacher=teacher)
         train_engine(task, train_set, tc, per_epoch, run_dir, {"method": cfg, "split": data.split.id})
         task.taps.remove()
@@ -235,20 +236,3 @@ class FeatureRegularized(Method):
         return Fitted(Predictor(task.net, pre, output="scores").eval(), self.student_name(cfg), extra=extra)
 
 
-def synthetic_views(run: Path, count: int, augment: Any, size: int, seed: int,
-                    key: str = "kd.synthetic.count") -> torch.Tensor:
-    """``count`` synthetic faces of the generate ``run``, each with one augmented view (``augment``: a
-    ``distill.augment_presets`` name), as ``count x 3 x size x size`` uint8 images; reproducible from ``seed``."""
-    from facekd.pipeline import augment_preset
-    from facekd.distill.sources import open_generate_run
-    from facekd.distill.views import ViewSource, make_views
-
-    faces = open_generate_run(run)  # its shards checked against the recorded checksums
-    if count > len(faces):
-        raise ConfigError(f"{key}={count}, but the generate run {run} holds "
-                           f"{len(faces)} faces; generate more or lower the count")
-    steps, aug = augment_preset(augment)
-    source = ViewSource("synthetic", count, lambda idx: faces.batch(idx), faces.config_hash, 1, aug, steps,
-                        seed=seed)
-    views = make_views(source, np.arange(count), out_size=size)
-    return torch.from_numpy(views).permute(0, 3, 1, 2).contiguous()

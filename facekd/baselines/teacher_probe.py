@@ -1,9 +1,9 @@
-"""``transfer``: the frozen teacher with a linear head, the upper bound.
+"""``teacher_probe``: the frozen teacher with a linear head, the upper bound.
 
 The teacher's features of the unaugmented train images are standardised (train statistics) and a
 linear head is trained on them with the engine (cross-entropy, selection on val).  The teacher alone,
 classified by the nearest class mean of its raw features, is reported beside it as
-``extra["teacher_ncm_accuracy"]``.  Hinton KD (``kd_labels``) reuses :func:`fit_teacher_classifier`.
+``extra["teacher_ncm_accuracy"]``.  Hinton KD (``hinton_kd``) reuses :func:`fit_teacher_classifier`.
 """
 from __future__ import annotations
 
@@ -15,17 +15,11 @@ from torch import nn
 from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
 from facekd.baselines.common import Standardize, batched, fit_head
 from facekd.data.labeled import LabeledData, split_datasets
+from facekd.config import teacher_config
 from facekd.models import build_teacher
 from facekd.models.base import Teacher
 
-__all__ = ["DEFAULT_TEACHER", "teacher_config", "fit_teacher_classifier", "Transfer"]
-
-DEFAULT_TEACHER = {"name": "sface", "feature": "embedding"}
-
-
-def teacher_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The method's ``teacher`` section (default: the embedded SFace, 128-d embedding)."""
-    return dict(plain(cfg.get("teacher")) or DEFAULT_TEACHER)
+__all__ = ["fit_teacher_classifier", "TeacherProbe"]
 
 
 def fit_teacher_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int,
@@ -52,9 +46,11 @@ def fit_teacher_classifier(data: LabeledData, cfg: Mapping[str, Any], run_dir: P
     return Predictor(body, teacher.preprocess, head=head, output="scores").to(device).eval()
 
 
-@METHODS.register("transfer")
-class Transfer(Method):
+@METHODS.register("teacher_probe")
+class TeacherProbe(Method):
     """Frozen teacher features -> standardise -> linear head (the upper bound of every student)."""
+
+    uses_teacher = True
 
     def student_name(self, cfg: Mapping[str, Any]) -> str:
         t = teacher_config(cfg)
