@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facekd.deploy import read_deployed
 from facekd.errors import ArtifactError, ConfigError
-from facekd.runs import MANIFEST, RunError, read_json
+from facekd.runs import RunError
 
 __all__ = ["EMBEDDER_FILE", "EMBEDDER_OUTPUT", "EMBEDDER_SPEC", "Features", "ImagesToEmbeddings", "export_embedder",
            "EmbedderRun", "load_embedder"]
@@ -135,39 +136,24 @@ def load_embedder(run_dir: str | os.PathLike, threads: int | None = None, precis
     ``sha256`` (a gallery's embedder)."""
     import onnxruntime as ort
 
-    from facekd.hashing import verify_artifacts
-
-    run_dir = Path(run_dir).expanduser()
-    what = ("a finetune run folder (<paths.root>/finetune/<name>, made by `python scripts/finetune.py` or "
-            "`python scripts/specialize.py`) or a comparison row's folder that saved a model")
-    if not (run_dir / MANIFEST).is_file():
-        raise RunError(f"{run_dir} is not a run folder with a model ({'missing' if not run_dir.exists() else 'no ' + MANIFEST}); "
-                       f"give {what}")
-    manifest = read_json(run_dir / MANIFEST)
-    if not manifest.get("complete"):
-        raise RunError(f"{run_dir} is unfinished; rerun the stage that made it to finish it")
-    artifacts = manifest.get("artifacts") or {}
-    name = _embedder_file(run_dir, artifacts, precision, sha256)
+    run = read_deployed(run_dir)
+    artifacts = run.manifest.get("artifacts") or {}
+    name = _embedder_file(run.path, artifacts, precision, sha256)
     recorded = artifacts.get(name)
     if recorded is None:
-        raise RunError(f"{run_dir} holds no {EMBEDDER_FILE}: it was made before facekd exported embedders, or with "
-                       "finetune.export_onnx=false; rerun its finetune stage (or comparison row) with a new run name to "
-                       "get one")
-    verify_artifacts(run_dir, manifest, [name], writer=f"the {manifest.get('stage')} stage",
-                     fix="rerun that stage with a new run name")
+        raise RunError(f"{run.path} holds no {EMBEDDER_FILE}: it was made with finetune.export_onnx=false; rerun its "
+                       "finetune stage with a new run name to get one")
+    run.verify([name])
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
     try:
-        session = ort.InferenceSession(str(run_dir / name), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(run.path / name), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for a file it cannot load
-        raise ArtifactError(f"{run_dir / name} cannot be loaded by onnxruntime ({type(e).__name__}: {e}); "
+        raise ArtifactError(f"{run.path / name} cannot be loaded by onnxruntime ({type(e).__name__}: {e}); "
                             "rerun the stage that made it") from e
-    data = (manifest.get("config") or {}).get("data") or {}
-    info = manifest.get("embedder") or {}
-    return EmbedderRun(path=run_dir, sha256=str(recorded["sha256"]),
-                       image_size=int(manifest.get("image_size", data.get("image_size", 112))),
-                       framing=str(manifest.get("framing", data.get("framing", "pad"))),
-                       aligned=bool(data.get("align", False)) and data.get("root") is not None,
-                       dim=int(info.get("dim", 0)) or int(session.get_outputs()[0].shape[1]), session=session)
+    info = run.manifest.get("embedder") or {}
+    return EmbedderRun(path=run.path, sha256=str(recorded["sha256"]), image_size=run.image_size, framing=run.framing,
+                       aligned=run.aligned, dim=int(info.get("dim", 0)) or int(session.get_outputs()[0].shape[1]),
+                       session=session)
 

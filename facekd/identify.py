@@ -39,12 +39,12 @@ import torch
 from facekd.data.augment import frame_square
 from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
 from facekd.errors import ArtifactError, ConfigError, InputFileError
-from facekd.openset import OPEN_SET_FILE, open_set_score, read_open_set
-from facekd.baselines.deploy import STAGE as BASELINE_STAGE
-from facekd.runs import MANIFEST, RunError, atomic_path, read_json, read_manifest
+from facekd.openset import OPEN_SET_FILE, open_set_score
+from facekd.deploy import Deployed, read_deployed
+from facekd.runs import atomic_path
 from facekd.validate import check_bool, check_choice, check_float, check_int, check_path, known_section, show_value
 
-__all__ = ["CSV_FILE", "SHEET_FILE", "CSV_COLUMNS", "BACKENDS", "IdentifySettings", "FinetunedRun", "Face",
+__all__ = ["CSV_FILE", "SHEET_FILE", "CSV_COLUMNS", "BACKENDS", "IdentifySettings", "Face",
            "load_run", "collect_inputs", "make_detector", "detect_faces", "frame_faces", "OnnxBackend",
            "TorchBackend", "make_backend", "ClassifierNamer", "GalleryNamer", "identify"]
 
@@ -57,10 +57,6 @@ BACKENDS = ("onnx", "torch")
 STATUSES = ("known", "unknown", "no_face", "unreadable")
 ALIGN_SIZE, ALIGN_MARGIN = 160, 20  # what facekd.data.align.align_folder cuts (data.align=true)
 SHEET_MAX_FACES = 400
-_ONLY_FINETUNE = ("pass a finetune run (a folder under <paths.root>/finetune/, made by `python scripts/finetune.py` "
-                  "or `python scripts/specialize.py`) or the run folder of a comparison row that saved model.onnx "
-                  "(<paths.root>/baselines/<row>-<hash>/, rows that output class scores)")
-
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -134,78 +130,21 @@ class IdentifySettings:
 # --------------------------------------------------------------------------------------------- the run
 
 
-@dataclass
-class FinetunedRun:
-    """What identify needs from a finished finetune run folder."""
+def load_run(path: str | os.PathLike, backend: str = "onnx") -> Deployed:
+    """The model folder ``path`` (:func:`facekd.deploy.read_deployed`), checked for ``backend``: a folder that does
+    not ship it raises :class:`ConfigError`; a ``model.onnx`` that is missing or changed raises
+    :class:`ArtifactError` (``model.safetensors`` is checked when the torch model is loaded)."""
+    from facekd.finetune.stage import ONNX_FILE
 
-    path: Path
-    manifest: dict
-    classes: list[str]
-    image_size: int
-    framing: str
-    aligned: bool
-    open_set: Mapping[str, Any] | None
-
-    @property
-    def threshold(self) -> float | None:
-        """The open-set threshold, or None for a closed-set run (no rejection)."""
-        return None if self.open_set is None else float(self.open_set["threshold"])
-
-
-def _not_a_run(path: Path, why: str) -> RunError:
-    return RunError(f"identify.model={path} {why}; {_ONLY_FINETUNE}.")
-
-
-def load_run(path: str | os.PathLike, backend: str = "onnx") -> FinetunedRun:
-    """Read and check a finished finetune run: its manifest, its model file for ``backend``, its open-set rule.
-
-    A missing folder, a folder of another stage, a baseline's folder (baselines save no predictor) or an
-    unfinished run raises :class:`RunError`; a ``model.onnx`` or ``open_set.json`` that is missing or differs
-    from the checksum the manifest recorded raises :class:`ArtifactError` (``model.safetensors`` is checked
-    when the torch model is loaded).
-    """
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        what = "is a file, not a run folder" if path.exists() else "does not exist"
-        raise _not_a_run(path, what)
-    if not (path / MANIFEST).is_file():
-        config = path / "config.json"
-        if config.is_file():
-            try:
-                method = read_json(config).get("method")
-            except (OSError, ValueError, AttributeError):
-                method = None
-            if method:
-                raise _not_a_run(path, f"is the run folder of the comparison row '{method}', which saved no model "
-                                       "(rows that output embeddings save none)")
-        raise _not_a_run(path, f"holds no {MANIFEST}, so it is not a facekd run folder")
-    stage = read_json(path / MANIFEST).get("stage")
-    if stage not in ("finetune", BASELINE_STAGE):
-        raise _not_a_run(path, f"is a '{stage}' run, not a finetune run")
-    manifest = read_manifest(path, stage, complete=True)  # an unfinished run -> RunError
-    from facekd.finetune.stage import ONNX_FILE, finetune_command
-    from facekd.hashing import verify_artifacts
-
-    if stage == BASELINE_STAGE:
-        if backend != "onnx":
-            raise ConfigError(f"identify.backend={backend}, but {path} is a comparison row's run, which saves only "
-                              f"{ONNX_FILE}; use identify.backend=onnx (the default)")
-        how = dict(writer="scripts/compare_baselines.py", fix="delete the row's folder and rerun the comparison")
-    else:
-        how = dict(writer="the finetune stage", fix=f"rerun it: {finetune_command(path, manifest)}")
-    # a recorded open_set.json that is missing or changed would silently turn rejection off, or move it
-    verify_artifacts(path, manifest, [OPEN_SET_FILE], **how)
+    run = read_deployed(path, "identify.model")
+    if backend not in run.backends:
+        ships = " and ".join(run.backends) if run.backends else "only an embedder (use it with a gallery: scripts/enroll.py)"
+        raise ConfigError(f"identify.backend={backend}, but {run.path} ships {ships}; "
+                          + (f"set identify.backend={run.backends[0]}" if run.backends else "enroll people into a gallery "
+                             "and pass identify.gallery=FILE"))
     if backend == "onnx":
-        if not (path / ONNX_FILE).is_file() and ONNX_FILE not in (manifest.get("artifacts") or {}):
-            raise ConfigError(f"identify.backend=onnx, but {path} has no {ONNX_FILE} (it was finetuned with "
-                              "finetune.export_onnx=false); set identify.backend=torch to use its torch model")
-        verify_artifacts(path, manifest, [ONNX_FILE], **how)
-    data = (manifest.get("config") or {}).get("data") or {}  # both stages record the data config there
-    return FinetunedRun(path=path, manifest=manifest, classes=list(manifest["classes"]),
-                        image_size=int(manifest.get("image_size", data.get("image_size", 112))),
-                        framing=str(manifest.get("framing", data.get("framing", "pad"))),
-                        aligned=bool(data.get("align", False)) and data.get("root") is not None,
-                        open_set=read_open_set(path))
+        run.verify([ONNX_FILE])
+    return run
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -293,7 +232,7 @@ def _aligned_crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return np.ascontiguousarray(face.permute(1, 2, 0).clamp(0, 255).round().byte().numpy())
 
 
-def frame_faces(image: np.ndarray, boxes: Sequence[Sequence[float]], run: FinetunedRun, margin: float
+def frame_faces(image: np.ndarray, boxes: Sequence[Sequence[float]], run: Deployed, margin: float
                 ) -> np.ndarray:
     """The faces of ``boxes`` as the model takes them: N x S x S x 3 uint8, framed by the run's data config
     (:func:`frame_square` at ``data.image_size`` with ``data.framing``, the training images' framing)."""
@@ -312,7 +251,7 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, run: FinetunedRun, threads: int | None = None) -> None:
+    def __init__(self, run: Deployed, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         from facekd.finetune.stage import ONNX_FILE
@@ -339,7 +278,7 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, run: FinetunedRun, device: str = "cpu") -> None:
+    def __init__(self, run: Deployed, device: str = "cpu") -> None:
         from facekd.finetune.stage import load_finetuned
 
         self.device = torch.device(device)
@@ -352,7 +291,7 @@ class TorchBackend:
             return self.model(x).float().cpu().numpy()
 
 
-def make_backend(run: FinetunedRun, backend: str) -> OnnxBackend | TorchBackend:
+def make_backend(run: Deployed, backend: str) -> OnnxBackend | TorchBackend:
     """The model runner named by ``identify.backend``."""
     return OnnxBackend(run) if backend == "onnx" else TorchBackend(run)
 

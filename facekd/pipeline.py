@@ -73,7 +73,7 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     loss, student = cfg.get("loss", "bce"), cfg.get("student", "resnet18")
     if not cfg.get("run_missing", True) or cfg.get("student_run"):
         raise RunError(f"distilled ({loss}) needs a finished distill run at {run}; make it with "
-                       f"`python scripts/generate.py paths.root={paths_root}` then `python scripts/distill_features.py "
+                       f"`python scripts/generate.py paths.root={paths_root}` then `python scripts/distill.py "
                        f"loss={loss} student={student} paths.root={paths_root} seed={int(seed)} "
                        f"distill.name={run.name}` (or set run_missing: true)")
     device = str(cfg.get("device", "auto"))

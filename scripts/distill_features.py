@@ -1,17 +1,10 @@
-"""Stage 2: distill the teacher's features into a small student, without labels.
-
-Reads a generate run (and, if configured, unlabeled views of the train photos), caches the teacher's
-features on them, and trains the student to reproduce them (sigmoid-BCE, MSE or cosine; optionally
-several named feature maps). Writes <paths.root>/distill/<student>-<loss>-<teacher>/ with
-student.safetensors, per-epoch metrics (R^2 against the teacher) and plots.
-
-examples:
-  python scripts/distill_features.py loss=bce                   # label-free sigmoid-BCE (default)
-  python scripts/distill_features.py student=convnet9 loss=mse
-  python scripts/distill_features.py distill.taps.weight=1      # add multi-layer (SKD) targets
-  python scripts/distill_features.py resume=true                # continue an interrupted run
-"""
-from facekd.cli import run_script
+"""The former name of scripts/distill.py (stage 2: distill the teacher's features into a small student): it runs
+that script with the same arguments, after a one-line notice."""
+import runpy
+import sys
+from pathlib import Path
 
 if __name__ == "__main__":
-    run_script("facekd.distill.stage:distill", "distill", __doc__)
+    print("facekd: scripts/distill_features.py is now scripts/distill.py; the old name still works for now",
+          file=sys.stderr)
+    runpy.run_path(str(Path(__file__).with_name("distill.py")), run_name="__main__")

@@ -15,7 +15,7 @@ from facekd.errors import EXIT_USER_ERROR, ConfigError, FacekdError, InputFileEr
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {  # script -> (config, words its --help must hold)
     "generate.py": ("generate", "synthetic faces"),
-    "distill_features.py": ("distill", "distill the teacher"),
+    "distill.py": ("distill", "distill the teacher"),
     "finetune.py": ("finetune", "specialize the distilled student"),
     "compare_baselines.py": ("compare_baselines", "Compare every method"),
     "demo.py": ("demo", "The main job"),
@@ -53,6 +53,17 @@ def test_help_names_the_purpose_and_only_the_groups_the_script_reads(script):
         assert "generate.num_images=2000" in text and "# faces;" in text
 
 
+SCRIPT_ALIASES = {"distill_features.py": "distill.py"}  # former names: they run the new script after a notice
+
+
+def test_a_former_script_name_runs_the_new_script_after_a_notice():
+    out = run_script("scripts/distill_features.py", "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == ("facekd: scripts/distill_features.py is now scripts/distill.py; the old name still "
+                                  "works for now")
+    assert out.stdout.startswith("Stage 2: distill the teacher's features")
+
+
 def test_help_runs_from_the_command_line_without_hydra_dump():
     out = run_script("scripts/generate.py", "--help")
     assert out.returncode == 0, out.stderr
@@ -83,7 +94,7 @@ def test_misspelled_key_gets_the_closest_key_and_no_plus_hint():
 
 def test_unknown_group_option_lists_the_options():
     with pytest.raises(ConfigError, match=r"No option 'bcee' in the config group 'loss'.*bce, cosine, mse\. Did you mean bce\?"):
-        check_overrides("distill", ["loss=bcee"], "distill_features.py")
+        check_overrides("distill", ["loss=bcee"], "distill.py")
 
 
 def test_override_without_equals_is_refused_with_the_form_to_use():
@@ -150,7 +161,7 @@ def test_refusals_from_the_command_line_end_without_a_traceback(tmp_path, args, 
 
 
 def test_every_script_is_wired_through_run_script_and_has_a_help_test():
-    scripts = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
+    scripts = sorted(p.name for p in (ROOT / "scripts").glob("*.py") if p.name not in SCRIPT_ALIASES)
     assert scripts == sorted(SCRIPTS)
     for name in scripts:
         assert "run_script(" in (ROOT / "scripts" / name).read_text(), name

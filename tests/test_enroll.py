@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from facekd.data.faces import FaceDataError
+from facekd.deploy import deploy_section
 from facekd.embedder import EMBEDDER_FILE, Features, load_embedder
 from facekd.enroll import enroll
 from facekd.errors import ArtifactError, ConfigError
@@ -106,13 +107,19 @@ def test_no_face_refused_on_request_and_other_embedder_refused(run, people, tmp_
     with pytest.raises(ConfigError, match="is empty"):
         identify(compose(f"identify.gallery={tmp_path / 'empty.npz'}", f"identify.input={people}",
                          name="identify"))
-    with pytest.raises(RunError, match="not a run folder with a model"):
+    with pytest.raises(RunError, match="holds no manifest.json, so it is not a facekd run folder"):
         load_embedder(tmp_path)
-    old = tmp_path / "old_run"
-    old.mkdir()
-    write_json(old / "manifest.json", {"stage": "finetune", "complete": True, "artifacts": {}})
-    with pytest.raises(RunError, match="holds no embedder.onnx.*rerun"):
-        load_embedder(old)  # a run from before embedders were exported
+    bare = tmp_path / "bare_run"
+    bare.mkdir()
+    write_json(bare / "manifest.json", {"stage": "finetune", "complete": True, "artifacts": {}, "classes": ["a"],
+                                        "image_size": 112, "framing": "pad",
+                                        "deploy": deploy_section(backends=["torch"], data_cfg={}, writer="the finetune "
+                                                                 "stage", remake="rerun it")})
+    with pytest.raises(RunError, match="holds no embedder.onnx: it was made with finetune.export_onnx=false"):
+        load_embedder(bare)
+    write_json(bare / "manifest.json", {"stage": "finetune", "complete": True, "artifacts": {}})
+    with pytest.raises(RunError, match="is a 'finetune' run, which ships no model"):
+        load_embedder(bare)  # no deploy record
 
 
 def test_cli_mistakes_end_in_one_paragraph(run, people, tmp_path):  # noqa: F811

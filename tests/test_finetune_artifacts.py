@@ -26,7 +26,7 @@ def _refused(run, root):
 
 
 def _tail(run):
-    return (f"It was written by the distill stage; to write it again, rerun it: `python scripts/distill_features.py "
+    return (f"It was written by the distill stage; to write it again, rerun it: `python scripts/distill.py "
             f"paths.root={run.parent.parent} distill.name=toy student=resnet18` with any other overrides it was first "
             f"run with.")
 

@@ -81,7 +81,7 @@ def _weights_run(folder):
     return {"artifacts": artifact_checksums(folder, ["w.safetensors"])}
 
 
-HOW = {"writer": "the distill stage", "fix": "rerun it: `python scripts/distill_features.py distill.name=x`"}
+HOW = {"writer": "the distill stage", "fix": "rerun it: `python scripts/distill.py distill.name=x`"}
 
 
 def test_artifacts_refuse_flipped_truncated_empty_and_missing_files(tmp_path):
@@ -92,7 +92,7 @@ def test_artifacts_refuse_flipped_truncated_empty_and_missing_files(tmp_path):
     assert verify_artifacts(tmp_path, manifest, ["w.safetensors"], **HOW) is True
     good = path.read_bytes()
     tail = ("It was written by the distill stage; to write it again, rerun it: "
-            "`python scripts/distill_features.py distill.name=x`.")
+            "`python scripts/distill.py distill.name=x`.")
 
     with open(path, "r+b") as f:  # flip bytes inside the weights
         f.seek(len(good) - 100)
@@ -138,7 +138,7 @@ def test_read_safetensors_turns_library_errors_into_the_damaged_message(tmp_path
             read_safetensors(path, **HOW)
         msg = str(e.value)
         assert msg.startswith(f"{path} is damaged: it cannot be read as safetensors (") and "SafetensorError" not in msg
-        assert msg.endswith("to write it again, rerun it: `python scripts/distill_features.py distill.name=x`.")
+        assert msg.endswith("to write it again, rerun it: `python scripts/distill.py distill.name=x`.")
 
 
 def test_memo_file_holds_relative_paths_under_one_root(files, tmp_path, monkeypatch):

@@ -118,7 +118,7 @@ def test_open_set_threshold_makes_faces_unknown(run, photos, tmp_path):
 
 def test_not_a_finetune_run_is_refused(run, photos, tmp_path):
     student = run.parent.parent.parent / "student"
-    with pytest.raises(RunError, match="is a 'distill' run, not a finetune run; pass a finetune run"):
+    with pytest.raises(RunError, match="is a 'distill' run, which ships no model; pass a finetune run"):
         identify(cfg(student, str(photos), tmp_path / "a"))
     baseline = tmp_path / "baseline"
     write_json(baseline / "config.json", {"method": "scratch"})
@@ -130,7 +130,7 @@ def test_not_a_finetune_run_is_refused(run, photos, tmp_path):
     shutil.copytree(run, unfinished)
     m = (unfinished / "manifest.json").read_text().replace('"complete": true', '"complete": false')
     (unfinished / "manifest.json").write_text(m)
-    with pytest.raises(RunError, match="incomplete"):
+    with pytest.raises(RunError, match="is unfinished; rerun it: `python scripts/finetune.py"):
         identify(cfg(unfinished, str(photos), tmp_path / "d"))
     assert not any((tmp_path / x).exists() for x in "abcd")
 
@@ -207,7 +207,7 @@ def test_a_comparison_row_saves_a_model_identify_can_use(orl, photos, tmp_path):
     out = identify(cfg(row, [photos / "group.png"], tmp_path / "out"))
     assert [r["status"] for r in out["rows"]] == ["known", "known"]
     assert all(r["identity"] in manifest["classes"] for r in out["rows"])
-    with pytest.raises(ConfigError, match="saves only model.onnx; use identify.backend=onnx"):
+    with pytest.raises(ConfigError, match="ships onnx; set identify.backend=onnx"):
         identify(cfg(row, [photos / "group.png"], tmp_path / "t", "identify.backend=torch"))
     onnx = row / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-8] + b"damaged!")

@@ -1,4 +1,4 @@
-"""One interface for every baseline method, the shared evaluation, and cached runs.
+"""One interface for every baseline method, and cached runs scored by the one evaluation (:mod:`facekd.evaluation`).
 
 A method is a plug-in class registered in :data:`METHODS`::
 
@@ -37,14 +37,12 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch import nn
 
 from facekd.config import plain
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
-from facekd.data.preprocess import Preprocess
 from facekd.embedder import Features
 from facekd.engine import resolve_device, seed_everything
-from facekd.metrics import classification_metrics, nearest_class_mean_predict, triplet_accuracy
+from facekd.evaluation import Predictor, embed_images, evaluate_fitted
 from facekd.registry import Registry
 from facekd.runs import atomic_path, config_hash, read_json, versions, write_json
 
@@ -78,37 +76,6 @@ PROTOCOL_VERSION = 2  # 2: rows renamed, every config key hashed whatever its va
 DEFAULT_OPEN_SET_FAR = 0.01
 
 
-class Predictor(nn.Module):
-    """What a fitted method deploys: ``preprocess -> body -> head``.
-
-    ``forward`` takes the preprocessed float input (this is what model cards time and count);
-    :meth:`predict` takes uint8 (or float 0-255) RGB ``B x 3 x H x W`` images.  ``head`` is None for an
-    embedding method.  Always used in eval mode.
-    """
-
-    def __init__(self, body: nn.Module, preprocess: Preprocess, head: nn.Module | None = None,
-                 output: str = "scores") -> None:
-        super().__init__()
-        if output not in ("scores", "embedding"):
-            raise ValueError(f"output must be 'scores' or 'embedding', got {output!r}")
-        self.body, self.head, self.preprocess, self.output = body, head, preprocess, output
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.body(x)
-        return f if self.head is None else self.head(f)
-
-    @property
-    def device(self) -> torch.device:
-        for t in (*self.parameters(), *self.buffers()):
-            return t.device
-        return torch.device("cpu")
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        self.eval()
-        return self(self.preprocess(images.to(self.device))).float()
-
-
 @dataclass
 class Fitted:
     """A fitted method: its predictor, the student network's name and anything worth reporting.
@@ -116,7 +83,9 @@ class Fitted:
     ``card`` overrides the model card of ``predictor`` (e.g. when the deployed model is not one module).
     ``side_predictors`` are other models worth scoring beside it (e.g. the teacher_probe row's teacher by
     nearest class mean); :func:`run_method` scores them on test once and reports
-    ``extra["<name>_accuracy"]``.  They are never used for selection.
+    ``extra["<name>_accuracy"]``.  They are never used for selection.  ``scores``: the method's own scores of the
+    predictor by :func:`~facekd.evaluation.evaluate_fitted` (``val``, ``test`` and, open set, ``open_set``), when the
+    stage it ran already computed them (the finetune stage): :func:`run_method` does not score test again.
     """
 
     predictor: Predictor
@@ -125,6 +94,7 @@ class Fitted:
     card: dict[str, float] | None = None
     side_predictors: dict[str, Predictor] = field(default_factory=dict)
     embedder: Predictor | None = None  # the row's face embedding (default: the features its head reads)
+    scores: dict[str, Any] | None = None
 
     def embedding_model(self) -> Predictor:
         """The row's embedding on uint8 images: ``embedder``, else the predictor itself when it outputs
@@ -199,79 +169,6 @@ class MethodResult:
     def from_dict(cls, d: Mapping[str, Any]) -> "MethodResult":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-@torch.no_grad()
-def embed_images(predictor: Predictor, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """``predictor.predict`` over uint8 ``images`` in batches, on the predictor's device; N x D on the CPU."""
-    out = [predictor.predict(images[i:i + batch_size]).cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def evaluate_fitted(predictor: Predictor, data: LabeledData, parts: tuple[str, ...] = ("val", "test"), *,
-                    ncm_metric: str = "cosine", triplet_metric: str = "euclidean", n_triplets: int = 2000,
-                    batch_size: int = 64,
-                    datasets: Mapping[str, Any] | None = None,
-                    open_set_far: float | None = None) -> dict[str, dict[str, float]]:
-    """Classification metrics of ``predictor`` on each part (``{part: metrics}``), plus ``"extra"``.
-
-    Scores are classified by argmax.  Embeddings are classified by the nearest class mean (``ncm_metric``)
-    of the unaugmented train images' embeddings; on the test part they also get the paper's triplet
-    accuracy (fraction of ``n_triplets`` test triplets, drawn with seed 0, with d(a, p) < d(a, n);
-    ``triplet_metric`` euclidean or cosine) and the mean per-dimension std of the embeddings (about 0 =
-    collapse).
-
-    With ``open_set_far`` on an open-set split, ``"open_set"`` holds the open-set figures of the test part
-    (:func:`facekd.openset.calibrate_and_score`: threshold calibrated on ``unknown_val``, ``dir`` on the known
-    test faces, ``far`` observed on ``unknown_test``).
-    """
-    from facekd.openset import calibrate_and_score, ncm_class_scores
-
-    labels = list(range(data.num_classes))
-    open_set = open_set_far is not None and "test" in parts and bool(getattr(data, "open_set", False))
-    need = set(parts) | ({"train"} if predictor.output == "embedding" else set())
-    unknown_parts = ("unknown_val", "unknown_test") if open_set else ()
-    sets = dict(datasets or {})
-    missing = tuple(p for p in ("train", "val", "test", *unknown_parts) if p in need | set(unknown_parts)
-                    and p not in sets)
-    if missing:
-        sets.update(split_datasets(data, missing, augment_train=False))
-    out: dict[str, dict[str, float]] = {"extra": {}}
-    if predictor.output == "embedding":
-        xtr, ytr = sets["train"].tensors()
-        etr = embed_images(predictor, xtr, batch_size).numpy()
-
-    def class_scores(z: torch.Tensor) -> np.ndarray:
-        if predictor.output == "scores":
-            return z.numpy()
-        return ncm_class_scores(etr, ytr.numpy(), z.numpy(), len(labels), metric=ncm_metric)
-
-    for part in parts:
-        x, y = sets[part].tensors()
-        if len(y) == 0:
-            continue
-        z = embed_images(predictor, x, batch_size)
-        if predictor.output == "scores":
-            pred = z.argmax(1).numpy()
-        else:
-            pred = nearest_class_mean_predict(etr, ytr.numpy(), z.numpy(), metric=ncm_metric)
-        out[part] = classification_metrics(y.numpy(), pred, labels=labels)
-        if predictor.output == "embedding" and part == "test":
-            if np.bincount(y.numpy()).max() < 2:  # no class with two test images: no triplet can be formed
-                log.warning("no test class has two images: triplet accuracy is not computed")
-            else:
-                out["extra"]["triplet_accuracy"] = triplet_accuracy(z, y.numpy(), n_triplets=n_triplets, seed=0,
-                                                                    metric=triplet_metric)
-            out["extra"]["embedding_std"] = float(z.double().std(0).mean())
-        if open_set and part == "test":
-            unknown = {u: class_scores(embed_images(predictor, sets[u].tensors()[0], batch_size))
-                       for u in ("unknown_val", "unknown_test")}
-            out["open_set"] = calibrate_and_score(unknown["unknown_val"], class_scores(z), y.numpy(),
-                                                  unknown["unknown_test"], open_set_far)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -365,9 +262,7 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     fitted = method.fit(data, cfg, run_dir, seed)
     train_seconds = time.perf_counter() - t0 + prepare_seconds  # inputs made by prepare (e.g. a distill run) count
     predictor = fitted.predictor.eval()
-    scores = evaluate_fitted(predictor, data, ("val", "test"), ncm_metric=cfg.get("ncm_metric", "cosine"),
-                             triplet_metric=cfg.get("triplet_metric", "euclidean"),
-                             batch_size=int(cfg.get("eval_batch_size", 64)), open_set_far=far)
+    scores = _scores(fitted, data, cfg, far)
     if "open_set" in scores:
         scores["extra"]["open_set"] = scores.pop("open_set")
     card = fitted.card or _card(predictor, int(cfg.get("card_repeats", 10)))
@@ -396,6 +291,18 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     write_json(path, result.as_dict())
     log.info("%s seed %d: test accuracy %.4f (%s)", name, seed, result.accuracy, path)
     return result
+
+
+def _scores(fitted: Fitted, data: LabeledData, cfg: Mapping[str, Any], far: float | None) -> dict[str, Any]:
+    """The predictor's val and test scores (and open-set figures at ``far``): the ones its stage computed with the
+    same evaluation (``fitted.scores``) when they cover this protocol, else :func:`evaluate_fitted` now."""
+    own = dict(fitted.scores or {})
+    if own and (far is None or (own.get("open_set") or {}).get("far_target") == far):
+        return {"val": own["val"], "test": own["test"], "extra": {},
+                **({"open_set": own["open_set"]} if far is not None else {})}
+    return evaluate_fitted(fitted.predictor, data, ("val", "test"), ncm_metric=cfg.get("ncm_metric", "cosine"),
+                           triplet_metric=cfg.get("triplet_metric", "euclidean"),
+                           batch_size=int(cfg.get("eval_batch_size", 64)), open_set_far=far)
 
 
 GALLERY_EMBEDDINGS = "gallery_embeddings.npz"

@@ -57,6 +57,7 @@ def export_predictor(predictor: Any, data: LabeledData, run_dir: Path, method: s
     from facekd.openset import OPEN_SET_FILE, write_open_set
     from facekd.runs import write_manifest
 
+    from facekd.deploy import deploy_section
     from facekd.embedder import EMBEDDER_FILE, export_embedder
 
     classes = list(data.split.classes)
@@ -93,7 +94,10 @@ def export_predictor(predictor: Any, data: LabeledData, run_dir: Path, method: s
     write_manifest(run_dir, STAGE, {"method": method, "method_config": plain(cfg), "data": plain(data.cfg)},
                    classes=classes, image_size=size, framing=data.cfg.get("framing", "pad"),
                    onnx_input=ONNX_INPUT_SPEC if ONNX_FILE in files else None, split_id=data.split.id, parity=parity,
-                   embedder=embedder_info, artifacts=artifact_checksums(run_dir, files), complete=True)
+                   embedder=embedder_info, artifacts=artifact_checksums(run_dir, files), complete=True,
+                   deploy=deploy_section(backends=("onnx",) if ONNX_FILE in files else (), data_cfg=data.cfg,
+                                         writer="scripts/compare_baselines.py",
+                                         remake="delete the row's folder and rerun the comparison"))
     out: dict[str, Any] = {"files": files}
     if parity:
         out.update(file=ONNX_FILE, parity_max_abs_diff=parity["max_abs_diff"])

@@ -79,5 +79,7 @@ class Distilled(Method):
             extra["deployed"] = metrics["deployed"]
         extra["embedding"] = f"{self.student_name(cfg)}, {model.features} features"
         embedder = Predictor(Features(model, "extract"), model.preprocess, output="embedding").eval()
+        own = {"val": metrics["val"], "test": metrics["test"],
+               **({"open_set": metrics["open_set"]} if "open_set" in metrics else {})}
         return Fitted(Predictor(body, model.preprocess, output="scores").eval(), self.student_name(cfg),
-                      extra=extra, card=card, embedder=embedder)
+                      extra=extra, card=card, embedder=embedder, scores=own)

@@ -60,7 +60,7 @@ def distill_command(run_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> 
             args.append(f"{group}={section['name']}")
     if "seed" in cfg:
         args.append(f"seed={cfg['seed']}")
-    return (f"`python scripts/distill_features.py {' '.join(shlex.quote(str(a)) for a in args)}` with any other "
+    return (f"`python scripts/distill.py {' '.join(shlex.quote(str(a)) for a in args)}` with any other "
             "overrides it was first run with")
 
 

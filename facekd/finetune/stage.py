@@ -57,6 +57,7 @@ from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.distill import load_student
 from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, signature_diff
+from facekd.deploy import deploy_section
 from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
 from facekd.gallery_eval import is_grey
 from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
@@ -66,8 +67,8 @@ from facekd.finetune.model import Preprocessed, SpecializedModel
 from facekd.finetune.settings import FinetuneSettings
 from facekd.finetune.task import HeadTask, head_for, predict_scores
 from facekd.hashing import artifact_checksums, read_safetensors, verify_artifacts
-from facekd.metrics import classification_metrics
-from facekd.openset import OPEN_SET_FILE
+from facekd.evaluation import Predictor, evaluate_fitted
+from facekd.openset import OPEN_SET_FILE, open_set_roc
 from facekd.models import build_student, load_state_strict
 from facekd.runs import RunError, read_json, read_manifest, write_json, write_manifest
 
@@ -344,23 +345,29 @@ def _train(inputs: _Inputs) -> _Trained:
 
 
 def _score(inputs: _Inputs, trained: _Trained) -> _Scores:
-    """Load the weights of the best val epoch and score test once with them (and open-set, when the split is)."""
+    """Load the weights of the best val epoch and score test once with them (and open-set, when the split is), by
+    the evaluation every comparison row goes through (:func:`facekd.evaluation.evaluate_fitted`)."""
     s, device, bs, model = inputs.settings, inputs.device, inputs.settings.eval_batch_size, trained.model
     load_best(trained.task, inputs.run_dir)
     model.eval()
     best_row = next(r for r in trained.result.history if r["epoch"] == trained.result.best_epoch)
     val_metrics = {k[4:]: float(v) for k, v in best_row.items()
                    if k.startswith("val_") and k not in ("val_loss", "val_select")}
-    fte = _features(model, inputs.xte, device, bs, "test features")
-    with torch.no_grad():
-        test_scores = predict_scores(model.classify, fte, device, bs)
-    pred = test_scores.argmax(1).numpy()
-    test_metrics = classification_metrics(inputs.yte.numpy(), pred, labels=list(range(len(inputs.classes))))
-    open_set = (_open_set(model, inputs.data, test_scores, inputs.yte, device, bs, s.far) if inputs.data.open_set
-                else None)
-    if open_set is not None:
-        _write_open_set(inputs, open_set[0])
-    return _Scores(best_row, val_metrics, fte, pred, test_metrics, open_set)
+    open_set = inputs.data.open_set
+    scored = evaluate_fitted(Predictor(Preprocessed(model), model.preprocess, output="scores"), inputs.data, ("test",),
+                             batch_size=bs, open_set_far=s.far if open_set else None, keep_scores=True)
+    test_scores = scored["scores"]["test"]
+    figures = None
+    if open_set:
+        figures = scored["open_set"]
+        roc_far, roc_dir, _ = open_set_roc(test_scores, inputs.yte.numpy(), scored["scores"]["unknown_test"])
+        log.info("open set: threshold %.4f calibrated at FAR %g on %d unknown faces (reached %.4f); test DIR %.4f, "
+                 "FAR %.4f on %d unknown faces", figures["threshold"], s.far, figures["n_calibration"],
+                 figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
+        _write_open_set(inputs, figures)
+        figures = (figures, (roc_far.tolist(), roc_dir.tolist()))
+    fte = _features(model, inputs.xte, device, bs, "test features")  # for the t-SNE of test_features.npz
+    return _Scores(best_row, val_metrics, fte, test_scores.argmax(1), scored["test"], figures)
 
 
 def _write_open_set(inputs: _Inputs, figures: Mapping[str, Any]) -> None:
@@ -463,26 +470,8 @@ def _write_final_manifest(inputs: _Inputs, trained: _Trained, scores: _Scores, s
                    onnx_input=ONNX_INPUT_SPEC if s.export_onnx else None, best_epoch=trained.result.best_epoch,
                    seed=inputs.seed, student_sha256=student_sha256,
                    embedder=shipped.embedder, int8=shipped.int8,
+                   deploy=deploy_section(backends=("onnx", "torch") if s.export_onnx else ("torch",),
+                                         data_cfg=inputs.data_cfg, writer="the finetune stage",
+                                         remake=f"rerun it: {finetune_command(run_dir, inputs.identity)}"),
                    artifacts=artifact_checksums(run_dir, [f for f in files if (run_dir / f).is_file()]),
                    complete=True)
-
-
-def _open_set(model: SpecializedModel, data: LabeledData, test_scores: torch.Tensor, test_labels: torch.Tensor,
-              device: torch.device, batch_size: int, far: float) -> tuple[dict[str, Any], tuple[list, list]]:
-    """Calibrate the rejection threshold on ``unknown_val`` and score test open-set; also the ROC on test."""
-    from facekd.openset import calibrate_and_score, open_set_roc
-
-    sets = split_datasets(data, ("unknown_val", "unknown_test"), augment_train=False)
-    scores = {}
-    for part, ds in sets.items():
-        x, _ = ds.tensors()
-        with torch.no_grad():
-            scores[part] = predict_scores(model.classify, _features(model, x, device, batch_size, f"{part} features"),
-                                          device, batch_size).numpy()
-    known, labels = test_scores.numpy(), test_labels.numpy()
-    figures = calibrate_and_score(scores["unknown_val"], known, labels, scores["unknown_test"], far)
-    roc_far, roc_dir, _ = open_set_roc(known, labels, scores["unknown_test"])
-    log.info("open set: threshold %.4f calibrated at FAR %g on %d unknown faces (reached %.4f); test DIR %.4f, "
-             "FAR %.4f on %d unknown faces", figures["threshold"], far, figures["n_calibration"],
-             figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
-    return figures, (roc_far.tolist(), roc_dir.tolist())

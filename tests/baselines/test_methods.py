@@ -100,3 +100,19 @@ def test_every_former_row_name_resolves_to_a_registered_row(smoke_cfg, caplog):
         rows = resolve_rows(list(ROW_ALIASES), smoke_cfg, smoke=True)
     assert [r for r, _, _ in rows] == list(ROW_ALIASES.values())
     assert "row 'feature_kd_bce_mixup_lr01' is now called 'distill_bce_mixup_finetune'" in caplog.text
+
+
+def test_a_distilled_row_reports_the_scores_its_finetune_stage_computed(smoke_cfg, smoke_data, smoke_row, monkeypatch):
+    """One evaluation path: the finetune stage scores test once (facekd.evaluation), and the row reports exactly
+    those figures instead of scoring test a second time."""
+    from facekd.baselines import base
+
+    def again(*args, **kwargs):
+        raise AssertionError("the row scored its finetune run's model a second time")
+
+    monkeypatch.setattr(base, "evaluate_fitted", again)
+    mcfg = smoke_row("distill_bce_probe")
+    mcfg["finetune"] = {**mcfg["finetune"], "train": {"epochs": 3}}  # a row not cached yet (same distill run)
+    res = run_method("distilled", mcfg, smoke_cfg.data, smoke_cfg.paths.root, 0, data=smoke_data)
+    metrics = json.loads((Path(res.extra["finetune_run"]) / "metrics.json").read_text())
+    assert res.test == metrics["test"] and res.val == metrics["val"]

@@ -138,7 +138,7 @@ def run_copy(base_run, tmp_path):
 
 
 def _tail(run):
-    return (f"It was written by the distill stage; to write it again, rerun it: `python scripts/distill_features.py "
+    return (f"It was written by the distill stage; to write it again, rerun it: `python scripts/distill.py "
             f"paths.root={run.parent.parent} distill.name={run.name} teacher=sface student=resnet18 loss=bce seed=0` "
             f"with any other overrides it was first run with.")
 

@@ -14,7 +14,7 @@ def test_torchrun_two_processes(base_run, distill_overrides, tmp_path):
     # base_run has built the shared caches: no rank runs the teacher here
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "scripts" / "distill_features.py"), *distill_overrides, f"paths.root={tmp_path}",
+           str(REPO / "scripts" / "distill.py"), *distill_overrides, f"paths.root={tmp_path}",
            "distill.train.epochs=1"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
