@@ -28,8 +28,8 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from facekd.config import CONFIGS, ROW_ALIASES, register_rows
-from facekd.errors import EXIT_USER_ERROR, ConfigError, FacekdError, InputFileError
+from facekd.config import CONFIGS, ROW_ALIASES, compose_config, register_rows
+from facekd.errors import ConfigError, EXIT_USER_ERROR, FacekdError, InputFileError
 
 __all__ = ["CONFIGS", "compose_config", "run_script", "help_text", "check_overrides", "ensure_writable_root", "refuse",
            "suggest_keys", "yaml_key_comments"]
@@ -125,21 +125,6 @@ def _overrides(args: Sequence[str]) -> list[str]:
             continue
         out.append(arg)
     return out
-
-
-def compose_config(config_name: str, overrides: Sequence[str] = (), hydra_config: bool = False) -> Any:
-    """Compose the primary config ``configs/<config_name>.yaml`` with Hydra overrides.
-
-    Works inside a running Hydra app (reusing its initialisation) and outside one.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_rows()
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def check_overrides(config_name: str, args: Sequence[str], script: str = "") -> Any:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-__all__ = ["CONFIGS", "ROW_ALIASES", "DEFAULT_TEACHER", "teacher_config", "plain", "run_profile", "row_names", "register_rows", "canonical_row"]
+__all__ = ["CONFIGS", "ROW_ALIASES", "DEFAULT_TEACHER", "teacher_config", "plain", "run_profile", "row_names", "register_rows", "canonical_row", "compose_config"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,21 @@ def register_rows() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="rows", node={"defaults": [{f"baseline@baselines.{r}": r} for r in row_names()]})
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = (), hydra_config: bool = False) -> Any:
+    """Compose the primary config ``configs/<config_name>.yaml`` with Hydra overrides.
+
+    Works inside a running Hydra app (reusing its initialisation) and outside one.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_rows()
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_config)
 
 
 def canonical_row(name: str) -> str:

@@ -25,6 +25,8 @@ from torch import nn
 
 from facekd.deploy import read_deployed
 from facekd.errors import ArtifactError, ConfigError
+from facekd.export import check_onnx, export_onnx
+from facekd.quantize import int8_path
 from facekd.runs import RunError
 
 __all__ = ["EMBEDDER_FILE", "EMBEDDER_OUTPUT", "EMBEDDER_SPEC", "Features", "ImagesToEmbeddings", "export_embedder",
@@ -70,8 +72,6 @@ def export_embedder(features: nn.Module, preprocess: Any, run_dir: str | os.Path
     Returns ``{"file", "dim", "parity": {...}}``; a parity whose smallest cosine to torch is below ``min_cosine``
     is logged as a warning and recorded (``parity.ok`` false).
     """
-    from facekd.export import check_onnx, export_onnx
-
     model = ImagesToEmbeddings(features, preprocess).to("cpu").float().eval()
     with torch.no_grad():
         dim = int(model(parity_images[:1].cpu()).shape[1])
@@ -113,8 +113,6 @@ PRECISIONS = ("fp32", "int8")
 def _embedder_file(run_dir: Path, artifacts: Mapping[str, Any], precision: str, sha256: str | None) -> str:
     """Which embedder file of a run to load: the one whose recorded sha256 is ``sha256`` (a gallery's), else the
     file of ``precision`` (``embedder.onnx`` or its int8 copy ``embedder.int8.onnx``)."""
-    from facekd.quantize import int8_path
-
     files = {"fp32": EMBEDDER_FILE, "int8": int8_path(EMBEDDER_FILE).name}
     if sha256 is not None:
         for name in files.values():

@@ -28,10 +28,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
+from facekd.data.faces import FaceDataError, IMAGE_SUFFIXES, ON_CORRUPT, read_image
+from facekd.data.synthetic import SyntheticFaces, render_synthetic
+from facekd.embedder import PRECISIONS, load_embedder
 from facekd.errors import ConfigError, InputFileError
-from facekd.embedder import PRECISIONS
-from facekd.gallery import CALIBRATIONS, ON_EXISTS, TEMPLATES, Gallery, calibrate
+from facekd.gallery import CALIBRATIONS, Gallery, ON_EXISTS, TEMPLATES, calibrate
+from facekd.identify import detect_faces, frame_faces
+from facekd.openset import check_far
 from facekd.validate import check_bool, check_choice, check_float, check_int, check_path, known_section
 
 __all__ = ["EnrollSettings", "enroll", "person_folders", "embed_photos", "calibrate_gallery", "gallery_path"]
@@ -65,8 +68,6 @@ class EnrollSettings:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "EnrollSettings":
-        from facekd.openset import check_far
-
         sec = known_section(section, cls.__dataclass_fields__, "enroll")
         paths = {k: check_path(sec.get(k), f"enroll.{k}") for k in ("model", "people", "gallery", "synthetic")}
         remove = sec.get("remove") or []
@@ -129,8 +130,6 @@ def person_folders(root: str | os.PathLike) -> dict[str, list[Path]]:
 def embed_photos(photos: list[Path], embedder: Any, detector: Any, settings: EnrollSettings
                  ) -> tuple[np.ndarray, list[str], list[str], dict[str, float]]:
     """``(embeddings, used photos, photos without a face, seconds)``: the largest face of each photo, embedded."""
-    from facekd.identify import detect_faces, frame_faces
-
     crops, used, no_face = [], [], []
     t_detect = t_embed = 0.0
     for f in photos:
@@ -178,9 +177,6 @@ def _synthetic_impostors(embedder: Any, settings: EnrollSettings, root: Path, ga
     run = Path(settings.synthetic) if settings.synthetic else root / "generate" / "impostors"
     if not settings.synthetic and not (run / "manifest.json").is_file():
         return None
-    from facekd.data.synthetic import SyntheticFaces
-    from facekd.gallery_eval import render_synthetic
-
     faces = SyntheticFaces(run)
     n = min(settings.synthetic_faces, len(faces))
     grey = bool(gallery.embedder.get("grey", False))
@@ -217,8 +213,6 @@ def enroll(cfg: Mapping[str, Any]) -> dict[str, Any]:
         gallery = Gallery.load(path)
         _print_people(gallery, path)
         return {"gallery": path, "people": gallery.people()}
-    from facekd.embedder import load_embedder
-
     existing = Gallery.load(path) if path.exists() else None
     model = settings.model or (existing.embedder.get("path") if existing is not None else None)
     if not model:

@@ -37,7 +37,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from facekd import gallery_index
 from facekd.errors import ArtifactError, ConfigError
+from facekd.gallery_index import EXACT_MAX
+from facekd.openset import calibrate_threshold, check_far
 from facekd.runs import atomic_path
 
 __all__ = ["FORMAT", "TEMPLATES", "ON_EXISTS", "CALIBRATIONS", "Gallery", "normalize", "person_scores",
@@ -127,8 +130,6 @@ def leave_one_person_out_scores(embeddings: np.ndarray, owners: np.ndarray, n_pe
 
 def empirical_threshold(impostor_scores: np.ndarray, far: float) -> float:
     """The lowest threshold that accepts at most ``floor(far * n)`` of the n impostor scores."""
-    from facekd.openset import calibrate_threshold
-
     return calibrate_threshold(np.asarray(impostor_scores, dtype=np.float64), far)
 
 
@@ -161,8 +162,6 @@ def calibrate(far: float, *, synthetic: np.ndarray | None = None, enrolled: np.n
     stricter of those available).  Returns ``{"value", "far", "method", "synthetic", "enrolled"}`` with each
     source's own threshold and count.
     """
-    from facekd.openset import check_far
-
     far = check_far(far, "gallery far")
     if method not in CALIBRATIONS:
         raise ConfigError(f"gallery calibration must be one of {', '.join(CALIBRATIONS)}, got {method!r}")
@@ -301,16 +300,12 @@ class Gallery:
     def index(self) -> Any:
         """The search index over :meth:`search_rows` (:func:`facekd.gallery_index.build_index`: exact up to
         ``EXACT_MAX`` rows, HNSW beyond), built once per state of the gallery."""
-        from facekd import gallery_index
-
         return self._cached("index", lambda: gallery_index.build_index(self.search_rows()[0],
                                                                         exact_max=gallery_index.EXACT_MAX))
 
     def best(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(best person, score)`` of each query: by the full score matrix up to ``EXACT_MAX`` rows, by the
         search index beyond (a million faces answer in milliseconds)."""
-        from facekd.gallery_index import EXACT_MAX
-
         if not len(self.names):
             identify_scores(np.zeros((len(queries), 0)), None)  # the empty-gallery message
         rows, owners = self.search_rows()
@@ -333,8 +328,6 @@ class Gallery:
 
     def impostor_scores(self, impostors: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The impostor scores :func:`calibrate` takes: ``enrolled`` (leave one person out) and ``synthetic``."""
-        from facekd.gallery_index import EXACT_MAX
-
         if len(self.search_rows()[0]) > EXACT_MAX:
             return self._impostor_scores_by_index(impostors)
         out = {"enrolled": leave_one_person_out_scores(self.embeddings, self.owners, len(self.names), self.template)}

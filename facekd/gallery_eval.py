@@ -29,31 +29,17 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from facekd.data.labeled import split_datasets
 from facekd.gallery import (best_impostor_scores, calibrate, dir_far, empirical_threshold, false_accept_rate,
                             leave_one_person_out_scores, normalize, person_scores)
+from facekd.runs import atomic_path
 
-__all__ = ["Embed", "render_synthetic", "first_k", "gallery_figures", "protocol_embeddings", "save_embeddings",
+__all__ = ["Embed", "first_k", "gallery_figures", "protocol_embeddings", "save_embeddings",
            "load_embeddings", "teacher_agreement", "agreement_table"]
 
 log = logging.getLogger(__name__)
 
 Embed = Callable[[torch.Tensor], np.ndarray]  # uint8 N x 3 x S x S images -> N x D embeddings
-
-
-def is_grey(images: torch.Tensor) -> bool:
-    """Whether uint8 N x 3 x H x W photos are grey (three equal channels); False for none."""
-    return bool(len(images)) and bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
-
-
-def render_synthetic(faces: np.ndarray, size: int, grey: bool) -> torch.Tensor:
-    """Synthetic faces (N x H x W x 3 uint8) as the labeled photos are shown to a model: ``size`` square, grey when
-    the photos are grey; N x 3 x size x size uint8."""
-    x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
-    if x.shape[-1] != size:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    if grey:
-        x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand(-1, 3, -1, -1)
-    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def first_k(labels: np.ndarray, k: int) -> np.ndarray:
@@ -70,8 +56,6 @@ def first_k(labels: np.ndarray, k: int) -> np.ndarray:
 def protocol_embeddings(embed: Embed, data: Any, impostors: torch.Tensor | None = None
                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{part: (unit embeddings, labels)}`` of every part the protocol uses (plus ``synthetic`` impostors)."""
-    from facekd.data.labeled import split_datasets
-
     parts = ("train", "val", "test", "enroll", "enroll_query", "strangers")
     sets = split_datasets(data, parts, augment_train=False)
     out = {}
@@ -85,8 +69,6 @@ def protocol_embeddings(embed: Embed, data: Any, impostors: torch.Tensor | None 
 
 def save_embeddings(emb: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Any) -> None:
     """The protocol's embeddings (:func:`protocol_embeddings`) as one ``.npz``, written atomically."""
-    from facekd.runs import atomic_path
-
     arrays = {}
     for part, (e, y) in emb.items():
         arrays[f"{part}__emb"], arrays[f"{part}__labels"] = e, y

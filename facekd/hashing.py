@@ -9,8 +9,8 @@
 * :func:`artifact_checksums` gives the ``artifacts`` entry a stage puts in its ``manifest.json`` (sha256
   and size of each file it wrote); :func:`verify_artifacts` checks files against it before the next stage
   uses them, and refuses a damaged, truncated or replaced file with an :class:`~facekd.errors.ArtifactError`
-  naming it and what to do.  A manifest that records no checksums (a run made before they were recorded)
-  is accepted with a warning.
+  naming it and what to do.  A manifest that records no checksums is refused the same way: its files cannot
+  be checked.
 * :func:`read_safetensors` loads a safetensors file of a run folder, turning the library's errors on a
   truncated, empty or garbled file into the same kind of message.
 """
@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from facekd.assets import cache_dir
 from facekd.errors import ArtifactError, InputFileError
+from facekd.runs import atomic_path
 
 __all__ = ["RACY_NS", "file_sha256", "content_hash", "content_hashes", "tensor_sha256", "memo_dir",
            "artifact_checksums", "verify_artifacts", "damaged", "read_safetensors"]
@@ -52,8 +54,6 @@ def tensor_sha256(x: Any) -> str:
 
 def memo_dir() -> Path:
     """Where the hash memos live: ``<cache dir>/hashes``."""
-    from facekd.assets import cache_dir
-
     return cache_dir() / "hashes"
 
 
@@ -88,8 +88,6 @@ class _Memo:
     def save(self) -> None:
         if self.path is None or not self.new:
             return
-        from facekd.runs import atomic_path
-
         try:
             created = not self.path.exists()
             files = {**self._read(), **self.new}  # merge with what another process wrote meanwhile
@@ -185,22 +183,17 @@ def damaged(path: str | os.PathLike, detail: str, writer: str, fix: str) -> Arti
 
 
 def verify_artifacts(folder: str | os.PathLike, manifest: Mapping[str, Any], names: Sequence[str], *, writer: str,
-                     fix: str, manifest_file: str = "manifest.json") -> bool:
-    """Check the files ``names`` of ``folder`` against the checksums ``manifest["artifacts"]`` recorded.
-
-    Returns True when every recorded one matches (names the manifest does not list are not checked), and
-    False, after a warning, when the manifest records no checksums at all (a run from before they were
-    recorded: its files are used unverified).  A missing, resized or changed file raises
-    :class:`~facekd.errors.ArtifactError` naming it, ``writer`` (who wrote it) and ``fix`` (what to do).
-    """
+                     fix: str, manifest_file: str = "manifest.json") -> None:
+    """Check the files ``names`` of ``folder`` against the checksums ``manifest["artifacts"]`` recorded (names the
+    manifest does not list are not checked).  A manifest that records no checksums, or a missing, resized or
+    changed file, raises :class:`~facekd.errors.ArtifactError` naming it, ``writer`` (who wrote it) and ``fix``
+    (what to do)."""
     folder = Path(folder)
     recorded = manifest.get("artifacts")
     where = folder / manifest_file
     if not isinstance(recorded, Mapping):
-        log.warning("%s records no checksums (written before facekd recorded them), so %s %s used unverified; "
-                    "a new run of %s records them", where, ", ".join(names), "is" if len(names) == 1 else "are",
-                    writer)
-        return False
+        raise ArtifactError(f"{where} records no checksums, so {', '.join(names)} cannot be checked before use; "
+                            f"to write {'it' if len(names) == 1 else 'them'} again with checksums, {fix}.")
     names = [n for n in names if n in recorded]
     for n in names:
         path, want = folder / n, recorded[n]
@@ -217,7 +210,6 @@ def verify_artifacts(folder: str | os.PathLike, manifest: Mapping[str, Any], nam
         if got != want:
             raise damaged(folder / n, f"its sha256 is {got[:16]}..., but {where} recorded {want[:16]}... when it was "
                                       f"written (its bytes changed since)", writer, fix)
-    return True
 
 
 def read_safetensors(path: str | os.PathLike, *, writer: str, fix: str, device: str = "cpu") -> dict:

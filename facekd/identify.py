@@ -37,10 +37,13 @@ import numpy as np
 import torch
 
 from facekd.data.augment import frame_square
-from facekd.data.faces import IMAGE_SUFFIXES, ON_CORRUPT, FaceDataError, read_image
-from facekd.errors import ArtifactError, ConfigError, InputFileError
-from facekd.openset import OPEN_SET_FILE, open_set_score
+from facekd.data.faces import FaceDataError, IMAGE_SUFFIXES, ON_CORRUPT, read_image
 from facekd.deploy import Deployed, read_deployed
+from facekd.embedder import load_embedder
+from facekd.errors import ArtifactError, ConfigError, InputFileError
+from facekd.finetune.stage import ONNX_FILE, load_finetuned
+from facekd.gallery import Gallery
+from facekd.openset import OPEN_SET_FILE, open_set_score
 from facekd.runs import atomic_path
 from facekd.validate import check_bool, check_choice, check_float, check_int, check_path, known_section, show_value
 
@@ -134,8 +137,6 @@ def load_run(path: str | os.PathLike, backend: str = "onnx") -> Deployed:
     """The model folder ``path`` (:func:`facekd.deploy.read_deployed`), checked for ``backend``: a folder that does
     not ship it raises :class:`ConfigError`; a ``model.onnx`` that is missing or changed raises
     :class:`ArtifactError` (``model.safetensors`` is checked when the torch model is loaded)."""
-    from facekd.finetune.stage import ONNX_FILE
-
     run = read_deployed(path, "identify.model")
     if backend not in run.backends:
         ships = " and ".join(run.backends) if run.backends else "only an embedder (use it with a gallery: scripts/enroll.py)"
@@ -254,8 +255,6 @@ class OnnxBackend:
     def __init__(self, run: Deployed, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        from facekd.finetune.stage import ONNX_FILE
-
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -279,8 +278,6 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, run: Deployed, device: str = "cpu") -> None:
-        from facekd.finetune.stage import load_finetuned
-
         self.device = torch.device(device)
         self.model, _ = load_finetuned(run.path, device=self.device)
 
@@ -380,9 +377,6 @@ class GalleryNamer:
     below the threshold (``identify.threshold``, else the gallery's calibrated one) a face is unknown."""
 
     def __init__(self, settings: IdentifySettings) -> None:
-        from facekd.embedder import load_embedder
-        from facekd.gallery import Gallery
-
         gallery = Gallery.load(settings.gallery)
         model = settings.model or gallery.embedder.get("path")
         if not model:

@@ -17,6 +17,7 @@ import numpy as np
 from facekd.baselines.compare import compare_baselines
 from facekd.config import plain
 from facekd.errors import ConfigError
+from facekd.plots import plot_tsne
 from facekd.runs import read_json, write_json
 
 __all__ = ["main_job", "specialize"]
@@ -31,8 +32,6 @@ def _test_features(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 def main_job(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Run the comparison rows of ``cfg`` and save ``tsne.png`` for ``cfg.tsne``; returns the table rows."""
-    from facekd.plots import plot_tsne
-
     cfg = plain(cfg)
     t0 = time.perf_counter()
     rows = compare_baselines(cfg)

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 from facekd.modelcard import BUSY_NOTE, markdown_table, model_card
 from facekd.modelcard_onnx import deployment
+from facekd.models import ModelWeightsError, STUDENTS, TEACHERS, build_student, build_teacher, teacher_architecture
 
 __all__ = ["model_cards", "card_rows_markdown", "print_model_cards", "CARD_COLUMNS", "DEPLOYED_COLUMNS"]
 
@@ -24,8 +25,6 @@ def model_cards(*, teachers: Iterable[str] | None = None, students: Iterable[str
     a projection to ``out_dim``.  ``deployed`` adds the ONNX fp32 / int8 figures of :mod:`facekd.modelcard_onnx`
     (``onnx_repeats`` timed runs each, after ``onnx_warmup``), and a row for SFace's file as shipped.
     """
-    from facekd.models import STUDENTS, TEACHERS
-
     teacher_weights = dict(teacher_weights or {})
     timing = {"repeats": repeats, "warmup": warmup, "threads": threads}
     rows: list[dict] = []
@@ -42,8 +41,6 @@ def model_cards(*, teachers: Iterable[str] | None = None, students: Iterable[str
 
 def _teacher_rows(name: str, path: str | None, dep: Any, timing: dict[str, int]) -> list[dict]:
     """The teacher's row (and, deployed, SFace's shipped-file row)."""
-    from facekd.models import ModelWeightsError, build_teacher, teacher_architecture
-
     try:
         net = build_teacher({"name": name, "weights": path} if path else {"name": name})
         weights, real = ("loaded (embedded, sha256-verified)" if path is None else f"loaded from {path}"), True
@@ -59,8 +56,6 @@ def _teacher_rows(name: str, path: str | None, dep: Any, timing: dict[str, int])
 
 
 def _student_row(name: str, size: int, out_dim: int, dep: Any, timing: dict[str, int]) -> dict:
-    from facekd.models import build_student
-
     net = build_student({"name": name, "input_size": size}, out_dim)
     card = model_card(net, size, **timing)
     row = {"network": name, "role": "student", "input": size, "output": str(out_dim),

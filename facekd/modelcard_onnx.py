@@ -25,7 +25,13 @@ from typing import Any, Iterator
 import numpy as np
 from torch import nn
 
+from facekd.assets import EMBEDDED_ASSETS, resolve
+from facekd.embedder import EMBEDDER_OUTPUT, Features, ImagesToEmbeddings
+from facekd.export import export_onnx
+from facekd.generators import GENERATORS
 from facekd.modelcard import onnx_card, session_card
+from facekd.models.teachers.sface import sface_onnxruntime_session
+from facekd.quantize import int8_path, quantize_onnx
 
 __all__ = ["CALIBRATION_FACES", "REFERENCE", "Deployment", "deployment", "calibration_faces"]
 
@@ -40,8 +46,6 @@ DEPLOYED_KEYS = ("onnx_fp32_ms", "onnx_fp32_busy", "onnx_int8_ms", "onnx_int8_bu
 @functools.lru_cache(maxsize=4)
 def calibration_faces(size: int, n: int = CALIBRATION_FACES) -> np.ndarray:
     """``n`` faces of the embedded DCGAN generator (seeds ``0..n-1``) at ``size`` px: uint8 n x 3 x S x S, read-only."""
-    from facekd.generators import GENERATORS
-
     sampler = GENERATORS.get("dcgan")(device="cpu")
     faces = sampler.sample(list(range(n)), size).permute(0, 3, 1, 2).contiguous().numpy()
     faces.setflags(write=False)
@@ -60,15 +64,10 @@ class Deployment:
 
     def export(self, model: nn.Module, size: int, tag: str) -> Path:
         """``model`` (uint8 images -> embeddings) as fp32 ONNX in the temporary folder."""
-        from facekd.embedder import EMBEDDER_OUTPUT
-        from facekd.export import export_onnx
-
         return export_onnx(model, self.folder / f"{tag}.onnx", size, output_name=EMBEDDER_OUTPUT)
 
     def embedder(self, model: nn.Module, size: int, tag: str) -> dict[str, Any]:
         """Export ``model`` to fp32 ONNX, quantize it to int8 on DCGAN faces, and time both files."""
-        from facekd.quantize import int8_path, quantize_onnx
-
         log.info("deployed card: %s (%d px): export, int8 quantization, timing", tag, size)
         fp32 = self.export(model, size, tag)
         int8 = quantize_onnx(fp32, int8_path(fp32), calibration_faces(size), key="model_card calibration faces")
@@ -78,25 +77,18 @@ class Deployment:
 
     def student(self, net: nn.Module, size: int) -> dict[str, Any]:
         """Deployed figures of a student: its L2-normalised ``embed`` behind its own preprocessing."""
-        from facekd.embedder import Features, ImagesToEmbeddings
-
         return self.embedder(ImagesToEmbeddings(Features(net, "embed"), net.preprocess), size, f"{net.name}-{size}")
 
     def teacher(self, name: str, net: nn.Module, row: dict[str, Any], *, real_weights: bool) -> list[dict[str, Any]]:
         """Deployed figures of a teacher's ``row`` (SFace only), and the row of SFace's file as shipped."""
         if name != REFERENCE or not real_weights:
             return []
-        from facekd.embedder import ImagesToEmbeddings
-
         row.update(self.embedder(ImagesToEmbeddings(net, net.preprocess), net.preprocess.size, name))
         self.reference_ms = row["onnx_fp32_ms"]
         return [self.shipped_sface(row)]
 
     def shipped_sface(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row of SFace's own int8 block-quantized ONNX file, timed as shipped (same network as ``row``)."""
-        from facekd.assets import EMBEDDED_ASSETS, resolve
-        from facekd.models.teachers.sface import sface_onnxruntime_session
-
         path = resolve("sface")
         card = session_card(sface_onnxruntime_session(path, outputs=(), threads=1), repeats=self.repeats,
                             warmup=self.warmup)

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from facekd.errors import ArtifactError, ConfigError
+from facekd.runs import read_json, write_json
 
 __all__ = ["OPEN_SET_FILE", "SCORE", "open_set_score", "calibrate_threshold", "false_accept_rate",
            "open_set_metrics", "open_set_roc", "write_open_set", "read_open_set", "NCM_SCALE", "ncm_class_scores",
@@ -95,8 +96,6 @@ def open_set_roc(known_scores: np.ndarray, known_labels: np.ndarray, unknown_sco
 def write_open_set(run_dir: str | os.PathLike, threshold: float, far: float, n_calibration: int,
                    **extra: Any) -> Path:
     """Record the calibrated rejection rule in ``run_dir/open_set.json``."""
-    from facekd.runs import write_json
-
     path = Path(run_dir) / OPEN_SET_FILE
     write_json(path, {"score": SCORE, "threshold": float(threshold), "far": float(far),
                       "n_calibration": int(n_calibration), **extra})
@@ -105,8 +104,6 @@ def write_open_set(run_dir: str | os.PathLike, threshold: float, far: float, n_c
 
 def read_open_set(run_dir: str | os.PathLike) -> Mapping[str, Any] | None:
     """The run's rejection rule, or ``None`` when it was trained closed-set (no unknown identities)."""
-    from facekd.runs import read_json
-
     path = Path(run_dir) / OPEN_SET_FILE
     if not path.exists():
         return None

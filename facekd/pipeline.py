@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from facekd.cli import compose_config
-from facekd.config import plain, teacher_config
+from facekd.config import compose_config, plain, teacher_config
+from facekd.data.augment import build_augmentation
+from facekd.distill.stage import distill
 from facekd.errors import ConfigError
+from facekd.generators import generate
 from facekd.runs import RunError, config_hash, read_manifest
 
 __all__ = ["distill_name", "student_run_path", "run_complete", "run_identity", "ensure_distill_run",
@@ -89,8 +91,6 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
         dcfg.data = OmegaConf.create(plain(data_cfg))
         dcfg.teacher = OmegaConf.merge(dcfg.teacher, OmegaConf.create(teacher))
     ensure_generate_run(cfg, paths_root, plain(cfg.get("generate_overrides") or []), Path(dcfg.distill.generate_run))
-    from facekd.distill.stage import distill
-
     log.info("distilled: distilling %s with the %s loss first (%s)", student, loss, run)
     made = Path(distill(dcfg))
     if made.resolve() != run.resolve():
@@ -107,8 +107,6 @@ def ensure_generate_run(cfg: Mapping[str, Any], paths_root: str | os.PathLike, o
         run = Path(compose_config("distill", common).distill.generate_run)
     if run_complete(run, "generate"):
         return run
-    from facekd.generators import generate
-
     gcfg = compose_config("generate", [*common, f"generate.progress={bool(cfg.get('progress', True))}",
                                              *[str(o) for o in overrides]])
     log.info("generating the synthetic faces first (%s)", run)
@@ -121,8 +119,6 @@ def ensure_generate_run(cfg: Mapping[str, Any], paths_root: str | os.PathLike, o
 
 def augment_preset(spec: Any) -> tuple[Any, Any]:
     """``(steps, albumentations pipeline)`` of a preset name of ``distill.augment_presets`` or a list of steps."""
-    from facekd.data.augment import build_augmentation
-
     if isinstance(spec, str):
         presets = plain(compose_config("distill", []).distill.augment_presets)
         if spec not in presets:

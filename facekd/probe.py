@@ -22,6 +22,7 @@ from facekd.data.datasets import load_images
 from facekd.data.faces import FaceSet, load_orl
 from facekd.data.splits import SplitProtocol, make_split
 from facekd.metrics import nearest_class_mean_predict
+from facekd.modelcard import markdown_table
 from facekd.models import build_student, build_teacher
 from facekd.runs import write_json
 
@@ -66,8 +67,6 @@ def _summary(name: str, feature: str, dim: int, per_seed: list[dict]) -> dict:
 
 def probe_teacher(cfg) -> list[dict]:
     """Run the few-shot probes of the ``probe_teacher`` config; print a markdown table, write ``probe/<teacher>.json``."""
-    from facekd.modelcard import markdown_table
-
     p = cfg.probe
     faces = load_orl()
     images = torch.from_numpy(load_images(faces.root, faces.paths, int(p.image_size), str(p.framing), progress=True))

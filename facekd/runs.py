@@ -16,6 +16,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from facekd.config import run_profile
 from facekd.errors import FacekdError
 
 __all__ = [
@@ -94,8 +95,6 @@ def versions() -> dict[str, str]:
 
 def write_manifest(run_dir: str | os.PathLike, stage: str, config: dict, **fields: Any) -> dict:
     """Write ``run_dir/manifest.json`` with the stage name, config, its hash, versions and extra fields."""
-    from facekd.config import run_profile
-
     manifest = {"stage": stage, "config": config, "config_hash": config_hash(config), "versions": versions(),
                 "profile": run_profile(), **fields}
     write_json(Path(run_dir) / MANIFEST, manifest)

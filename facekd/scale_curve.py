@@ -26,12 +26,12 @@ import numpy as np
 
 from facekd.baselines.base import MethodResult, run_method
 from facekd.baselines.compare import _seeds, row_config
-from facekd.config import canonical_row, run_profile
-from facekd.config import plain
+from facekd.config import canonical_row, compose_config, plain, run_profile
 from facekd.data.labeled import prepare_labeled
 from facekd.distill.batches import mixture_counts
 from facekd.distill.sources import active_source_weights
 from facekd.errors import ConfigError
+from facekd.plots import _figure, _save
 from facekd.runs import atomic_path, write_json
 from facekd.validate import check_int
 
@@ -72,8 +72,6 @@ def samples_for(per_epoch: int, weights: Sequence[float], index: int = 0, batch_
 def _distill_plan(row_cfg: Mapping[str, Any], paths_root: Any) -> tuple[list[float], int]:
     """The weights of the distill sources the row's distill run will use (synthetic first) and its batch size
     (a dry compose of the distill config with the row's overrides)."""
-    from facekd.cli import compose_config
-
     d = plain(compose_config("distill", [f"paths.root={paths_root}", *plain(row_cfg.get("distill_overrides") or [])]))
     weights = active_source_weights(d["distill"]["sources"])
     if "synthetic" not in weights:
@@ -116,8 +114,6 @@ def _faces_axis(ax: Any, x: np.ndarray) -> None:
 def plot_curve(points: Sequence[Mapping[str, Any]], path: str | Path, title: str = "",
                references: Mapping[str, float] | None = None) -> Path:
     """Two panels against faces seen (log x): R² on real val / test and holdout; finetuned test accuracy."""
-    from facekd.plots import _figure, _save
-
     fig = _figure(10.0, 4.0)
     x = np.array([p["faces_seen"] for p in points], dtype=float)
     ax = fig.add_subplot(1, 2, 1)

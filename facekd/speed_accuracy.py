@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from facekd.errors import ConfigError, FacekdError
+from facekd.plots import pareto_front, plot_speed_accuracy
+from facekd.runs import write_json
 
 __all__ = ["card_time", "row_points", "speed_accuracy"]
 
@@ -66,9 +68,6 @@ def row_points(card: Mapping[str, Any], results: Mapping[str, Any], method: str,
 def speed_accuracy(card_json: str, rows: Sequence[str], cites: Sequence[str], out: str,
                    results: str | None = None) -> list[dict[str, Any]]:
     """The points of ``rows`` and ``cites`` (see the module doc), written as a chart and JSON under ``out``."""
-    from facekd.plots import pareto_front, plot_speed_accuracy
-    from facekd.runs import write_json
-
     card = json.loads(Path(card_json).read_text())
     points: list[dict[str, Any]] = []
     for spec in rows:

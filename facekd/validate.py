@@ -17,6 +17,7 @@ import math
 import numbers
 from typing import Any, Iterable
 
+from facekd.config import plain
 from facekd.errors import ConfigError
 
 __all__ = ["check_int", "check_float", "check_bool", "check_choice", "check_path", "known_section", "show_value"]
@@ -110,8 +111,6 @@ def check_choice(value: Any, key: str, choices: Iterable[str], *, what: str | No
 
 def known_section(section: Any, fields: Iterable[str], name: str) -> dict:
     """A config section as a plain dict, refusing a key not in ``fields`` (a :class:`ConfigError` naming it)."""
-    from facekd.config import plain
-
     sec = dict(plain(section) or {})
     unknown = set(sec) - set(fields)
     if unknown:

@@ -15,8 +15,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from facekd.data.faces import read_image
+from facekd.embedder import PRECISIONS, load_embedder
 from facekd.errors import ConfigError, InputFileError
-from facekd.embedder import PRECISIONS
+from facekd.gallery import Gallery, check_threshold
+from facekd.identify import detect_faces, frame_faces, make_detector
 from facekd.validate import check_choice, check_float, check_int, check_path, known_section, show_value
 
 __all__ = ["VerifySettings", "verify"]
@@ -37,8 +39,6 @@ class VerifySettings:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> "VerifySettings":
-        from facekd.gallery import check_threshold
-
         sec = known_section(section, cls.__dataclass_fields__, "verify")
         photos = sec.get("photos")
         if not isinstance(photos, (list, tuple)) or len(photos) != 2 or not all(isinstance(p, str) and p for p in photos):
@@ -63,10 +63,6 @@ class VerifySettings:
 def verify(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Compare the faces of two photos; returns ``{"score", "threshold", "same"}`` (``same`` None without a
     threshold)."""
-    from facekd.embedder import load_embedder
-    from facekd.gallery import Gallery
-    from facekd.identify import detect_faces, frame_faces, make_detector
-
     s = VerifySettings.from_config(cfg["verify"])
     gallery = Gallery.load(s.gallery) if s.gallery else None
     model = s.model or (gallery.embedder.get("path") if gallery else None)

@@ -13,6 +13,7 @@ from facekd.distill.student_run import STUDENT_FILE
 from facekd.engine import ResumeError, TrainConfig, Trainer, save_safetensors
 from facekd.finetune import HeadTask, SpecializedModel, finetune, load_finetuned
 from facekd.finetune.stage import FinetuneSettings
+from facekd.hashing import artifact_checksums
 from facekd.metrics import classification_metrics
 from facekd.models import build_student
 from facekd.runs import RunError, read_json, read_manifest, write_manifest
@@ -37,7 +38,8 @@ def write_student_run(folder: Path, *, teacher=TEACHER, complete=True, split_id=
     save_safetensors(student.state_dict(), folder / STUDENT_FILE)
     extra = {"split_id": split_id, "split_path": "elsewhere.json", "uses_train_images": True} if split_id else {}
     write_manifest(folder, "distill", {"student": STUDENT_CFG, "note": "random init, for tests"}, student=STUDENT_CFG,
-                   teacher=teacher, out_dim=128, input_size=64, uses_labels=False, complete=complete, **extra)
+                   teacher=teacher, out_dim=128, input_size=64, uses_labels=False, complete=complete,
+                   artifacts=artifact_checksums(folder, [STUDENT_FILE]), **extra)
     return folder
 
 

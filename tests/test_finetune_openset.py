@@ -12,6 +12,7 @@ from facekd.finetune import finetune
 from facekd.finetune.stage import FinetuneSettings, run_dir_for
 from facekd.models import build_student
 from facekd.openset import read_open_set
+from facekd.hashing import artifact_checksums
 from facekd.runs import read_json, read_manifest, write_manifest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -33,7 +34,8 @@ def student_run(tmp_path_factory):
     torch.manual_seed(0)
     save_safetensors(build_student(STUDENT_CFG, 128).state_dict(), folder / STUDENT_FILE)
     write_manifest(folder, "distill", {"student": STUDENT_CFG, "note": "random init, for tests"}, student=STUDENT_CFG,
-                   teacher=TEACHER, out_dim=128, input_size=32, uses_labels=False, complete=True)
+                   teacher=TEACHER, out_dim=128, input_size=32, uses_labels=False, complete=True,
+                   artifacts=artifact_checksums(folder, [STUDENT_FILE]))
     return folder
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from facekd.gallery_eval import first_k, gallery_figures, load_embeddings, render_synthetic, save_embeddings
+from facekd.data.synthetic import render_synthetic
+from facekd.gallery_eval import first_k, gallery_figures, load_embeddings, save_embeddings
 
 
 def _people(n, start, dim, per, noise, rng):

@@ -1,7 +1,6 @@
 """Content hashes with a (size, mtime, ctime) memo; artifact checksums and the refusals of damaged files."""
 import hashlib
 import json
-import logging
 import os
 import time
 
@@ -89,7 +88,7 @@ def test_artifacts_refuse_flipped_truncated_empty_and_missing_files(tmp_path):
     path = tmp_path / "w.safetensors"
     assert manifest["artifacts"]["w.safetensors"] == {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                                                       "bytes": path.stat().st_size}
-    assert verify_artifacts(tmp_path, manifest, ["w.safetensors"], **HOW) is True
+    verify_artifacts(tmp_path, manifest, ["w.safetensors"], **HOW)  # intact: no error
     good = path.read_bytes()
     tail = ("It was written by the distill stage; to write it again, rerun it: "
             "`python scripts/distill.py distill.name=x`.")
@@ -120,11 +119,11 @@ def test_artifacts_refuse_flipped_truncated_empty_and_missing_files(tmp_path):
         verify_artifacts(tmp_path, manifest, ["w.safetensors"], **HOW)
 
 
-def test_unrecorded_checksums_are_accepted_with_a_warning(tmp_path, caplog):
+def test_unrecorded_checksums_are_refused(tmp_path):
     _weights_run(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="facekd.hashing"):
-        assert verify_artifacts(tmp_path, {"stage": "distill"}, ["w.safetensors"], **HOW) is False
-    assert "records no checksums" in caplog.text and "w.safetensors is used unverified" in caplog.text
+    with pytest.raises(ArtifactError, match=r"manifest\.json records no checksums, so w\.safetensors cannot be checked "
+                                            r"before use; to write it again with checksums, rerun it"):
+        verify_artifacts(tmp_path, {"stage": "distill"}, ["w.safetensors"], **HOW)
 
 
 def test_read_safetensors_turns_library_errors_into_the_damaged_message(tmp_path):

@@ -43,6 +43,10 @@ from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, spl
 from facekd.embedder import Features
 from facekd.engine import resolve_device, seed_everything
 from facekd.evaluation import Predictor, embed_images, evaluate_fitted
+from facekd.gallery_eval import gallery_figures, load_embeddings, protocol_embeddings, save_embeddings
+from facekd.hashing import content_hashes
+from facekd.modelcard import model_card
+from facekd.openset import check_far
 from facekd.registry import Registry
 from facekd.runs import atomic_path, config_hash, read_json, versions, write_json
 
@@ -194,8 +198,6 @@ def split_content_hash(data: LabeledData) -> str:
     The per-file sha256 is remembered while a file's size and timestamps stay the same
     (:func:`facekd.hashing.content_hashes`), so this costs a few milliseconds after the first run.
     """
-    from facekd.hashing import content_hashes
-
     rels = sorted({rel for part in data.split.parts for rel, _ in data.split.part(part)})
     root = Path(data.faces.root)
     return config_hash(list(zip(rels, content_hashes([root / r for r in rels]))))
@@ -223,8 +225,6 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     ``impostors``: synthetic faces as uint8 N x 3 x S x S, ``impostors_id``: what identifies them) makes the row's
     embedding be judged with a gallery (:mod:`facekd.gallery_eval`), reported in ``extra["gallery"]``.
     """
-    from facekd.openset import check_far
-
     method: Method = METHODS.get(name)()
     method.name = name
     cfg = plain(method_cfg) or {}
@@ -313,8 +313,6 @@ def _gallery(fitted: Fitted, data: LabeledData, settings: Mapping[str, Any], imp
     """The row's embedding judged with a gallery on the enroll protocol (:func:`facekd.gallery_eval.gallery_figures`);
     the embeddings of every part are kept in the run folder (``gallery_embeddings.npz``) so that the figures can be
     recomputed without the model (:func:`facekd.gallery_eval.load_embeddings`)."""
-    from facekd.gallery_eval import gallery_figures, protocol_embeddings, save_embeddings
-
     embedder = fitted.embedding_model()
 
     def embed(x: torch.Tensor) -> np.ndarray:
@@ -330,8 +328,6 @@ def _gallery(fitted: Fitted, data: LabeledData, settings: Mapping[str, Any], imp
 def _rescore_gallery(run_dir: Path, settings: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
     """A cached row's gallery figures, computed again from its saved embeddings (the figures are a function of
     them, so a cached row always reports what the current protocol computes)."""
-    from facekd.gallery_eval import gallery_figures, load_embeddings
-
     figures: dict[str, Any] = gallery_figures(load_embeddings(run_dir / GALLERY_EMBEDDINGS), settings["shots"],
                                               settings["far"], settings["calibration"])
     figures["embedding"] = old.get("embedding", "")
@@ -354,8 +350,6 @@ def latency_extra(card: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _card(predictor: Predictor, repeats: int) -> dict[str, float]:
-    from facekd.modelcard import model_card
-
     return model_card(predictor, repeats=repeats)
 
 

@@ -37,17 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
-from facekd.baselines.base import METHODS, Fitted, Method, Predictor, default_device, plain
+from facekd.baselines.base import Fitted, METHODS, Method, Predictor, default_device, plain
 from facekd.baselines.common import ImageClassifierTask, seed_augmentation, step_train_config, train_engine
 from facekd.baselines.kd_views import augmented_views, synthetic_views
 from facekd.baselines.scratch import build_classifier, student_config
 from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
+from facekd.distill.student_run import load_student
 from facekd.distill.tap_cache import teacher_tap_targets
 from facekd.distill.tap_loss import TapLoss, TapPairError, check_tap_options, parse_pairs, pool_to
-from facekd.models.base import Teacher
 from facekd.models import build_teacher
+from facekd.models.base import Teacher
 from facekd.models.taps import FeatureTaps, tap_set, tap_shapes
+from facekd.pipeline import ensure_distill_run, ensure_generate_run, run_identity
 
 __all__ = ["TapTargets", "CETapsTask", "CETaps", "kd_settings", "UNLABELED"]
 
@@ -131,8 +133,6 @@ class CETapsTask(ImageClassifierTask):
 
 def _distilled_backbone(net: nn.Module, run: Path, device: torch.device) -> None:
     """Copy the distilled student's weights (all but its projection) into the classifier ``net``."""
-    from facekd.distill.student_run import load_student
-
     student = load_student(run, device="cpu")
     state = {k: v for k, v in student.state_dict().items() if not k.startswith("proj.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -162,8 +162,6 @@ class CETaps(Method):
 
     def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
                 seed: int = 0) -> dict[str, Any]:
-        from facekd.pipeline import ensure_distill_run, ensure_generate_run, run_identity
-
         kd = kd_settings(cfg)
         self.paths_root = Path(paths_root)
         inputs: dict[str, Any] = {}

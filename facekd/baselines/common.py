@@ -22,9 +22,11 @@ from facekd.baselines.base import plain
 from facekd.data.augment import seed_augmentation
 from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, TrainConfig, Trainer, load_best
-from facekd.metrics import nearest_class_mean_predict, selection_score
-from facekd.models.standardize import Standardize
 from facekd.errors import ConfigError
+from facekd.metrics import nearest_class_mean_predict, selection_score
+from facekd.models.heads import LinearHead
+from facekd.models.standardize import Standardize
+from facekd.validate import check_int
 
 __all__ = [
     "RepeatedDataset",
@@ -64,8 +66,6 @@ def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
 
     The method config's ``device`` and ``progress`` keys are passed on; runs resume from their checkpoint.
     """
-    from facekd.validate import check_int
-
     t = dict(plain(cfg.get(section) or {}))
     steps = check_int(t.pop("steps", 100), f"{section}.steps", minimum=1)
     eval_every = check_int(t.pop("eval_every", 0), f"{section}.eval_every", minimum=0, allow_none=True) or 0
@@ -167,8 +167,6 @@ def fit_head(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, 
     ``cfg`` is the method config; its ``head`` section is step-based like ``train`` (see module doc).
     Selection on val; returns the head at its best val state.
     """
-    from facekd.models.heads import LinearHead
-
     head = LinearHead(train[0].shape[1], num_classes)
     tc, per_epoch = step_train_config(cfg, seed, section="head", amp=False, channels_last=False)
     task = FeatureHeadTask(head, val)

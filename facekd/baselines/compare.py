@@ -29,10 +29,13 @@ import numpy as np
 
 from facekd.baselines.base import DEFAULT_OPEN_SET_FAR, METHODS, MethodResult, plain, run_method
 from facekd.config import canonical_row, run_profile
-from facekd.modelcard import BUSY_NOTE
 from facekd.data.labeled import prepare_labeled
-from facekd.runs import atomic_path, write_json
 from facekd.errors import ConfigError, UnknownNameError
+from facekd.gallery import CALIBRATIONS
+from facekd.modelcard import BUSY_NOTE
+from facekd.openset import check_far
+from facekd.runs import atomic_path, write_json
+from facekd.validate import check_choice, check_int
 
 __all__ = ["resolve_rows", "row_config", "summarize", "comparison_markdown", "paper_markdown", "write_csv", "plot_accuracy",
            "compare_baselines", "headline_markdown", "run_profile", "PAPER_RESULTS", "CAVEAT", "SMOKE_LINE"]
@@ -287,10 +290,6 @@ def plot_accuracy(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, ti
 def gallery_settings(cfg: Mapping[str, Any], data: Any, root: Path) -> dict[str, Any]:
     """The ``gallery`` section, checked, with the synthetic impostor faces (their own generate run, made when
     missing) rendered as the labeled photos are shown to a model."""
-    from facekd.gallery import CALIBRATIONS
-    from facekd.openset import check_far
-    from facekd.validate import check_choice, check_int
-
     g = dict(cfg.get("gallery") or {})
     unknown = set(g) - {"shots", "far", "calibration", "synthetic", "generate_overrides"}
     if unknown:
@@ -309,7 +308,7 @@ def gallery_settings(cfg: Mapping[str, Any], data: Any, root: Path) -> dict[str,
     if n:
         from facekd.data.labeled import split_datasets
         from facekd.data.synthetic import SyntheticFaces
-        from facekd.gallery_eval import is_grey, render_synthetic
+        from facekd.data.synthetic import is_grey, render_synthetic
         from facekd.pipeline import ensure_generate_run
 
         run = root / "generate" / "impostors"
@@ -336,8 +335,6 @@ def _seeds(cfg: Mapping[str, Any]) -> list[int]:
 
 def compare_baselines(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Run every row of ``cfg.methods`` for every seed (cached), write the table, CSV and chart; return the rows."""
-    from facekd.openset import check_far
-
     cfg = plain(cfg)
     smoke = run_profile(cfg) == "smoke"
     rows = resolve_rows(cfg["methods"], cfg, smoke)

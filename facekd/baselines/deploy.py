@@ -25,6 +25,13 @@ from torch import nn
 
 from facekd.config import plain
 from facekd.data.labeled import LabeledData, split_datasets
+from facekd.deploy import deploy_section
+from facekd.embedder import EMBEDDER_FILE, export_embedder
+from facekd.export import ExportError, check_onnx, export_onnx
+from facekd.finetune.stage import ONNX_FILE, ONNX_INPUT_SPEC
+from facekd.hashing import artifact_checksums
+from facekd.openset import OPEN_SET_FILE, write_open_set
+from facekd.runs import write_manifest
 
 __all__ = ["STAGE", "ImagesToScores", "export_predictor"]
 
@@ -51,15 +58,6 @@ def export_predictor(predictor: Any, data: LabeledData, run_dir: Path, method: s
 
     ``embedder``: the row's embedding (a Predictor with ``output="embedding"``), saved as ``embedder.onnx``
     (:mod:`facekd.embedder`); an embedding row saves only that."""
-    from facekd.export import ExportError, check_onnx, export_onnx
-    from facekd.finetune.stage import ONNX_FILE, ONNX_INPUT_SPEC
-    from facekd.hashing import artifact_checksums
-    from facekd.openset import OPEN_SET_FILE, write_open_set
-    from facekd.runs import write_manifest
-
-    from facekd.deploy import deploy_section
-    from facekd.embedder import EMBEDDER_FILE, export_embedder
-
     classes = list(data.split.classes)
     size = int(data.cfg.get("image_size", 112))
     images = split_datasets(data, ("val",))["val"].tensors()[0][:16]

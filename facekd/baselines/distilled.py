@@ -23,9 +23,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from facekd.baselines.base import METHODS, Features, Fitted, Method, Predictor, default_device, plain
+from facekd.baselines.base import Features, Fitted, METHODS, Method, Predictor, default_device, plain
 from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData
+from facekd.finetune import Preprocessed, finetune, load_finetuned
 from facekd.pipeline import ensure_distill_run, run_identity
 from facekd.runs import read_manifest
 
@@ -53,8 +54,6 @@ class Distilled(Method):
         return {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:
-        from facekd.finetune import Preprocessed, finetune, load_finetuned
-
         if self.student_run is None:
             raise RuntimeError("distilled.fit needs prepare() first (run_method calls it)")
         section = {**plain(cfg.get("finetune") or {}), "student_run": str(self.student_run), "name": run_dir.name,

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facekd.baselines.base import MethodResult
+from facekd.runs import atomic_path
 
 __all__ = ["GALLERY_KEYS", "summarize_gallery", "gallery_markdown", "plot_gallery"]
 
@@ -75,8 +76,6 @@ def plot_gallery(rows: Sequence[Mapping[str, Any]], path: Any, k: str = "k1", ti
     from pathlib import Path
 
     from matplotlib.figure import Figure
-
-    from facekd.runs import atomic_path
 
     shown = [r for r in rows if k in (r.get("gallery") or {})]
     keys = [("trained_accuracy", "trained people"), ("enrolled_accuracy", "enrolled-only people"),

@@ -32,7 +32,7 @@ from torch.utils.data import ConcatDataset, Dataset, TensorDataset
 
 import os
 
-from facekd.baselines.base import METHODS, Fitted, Method, Predictor, embed_images, plain
+from facekd.baselines.base import Fitted, METHODS, Method, Predictor, embed_images, plain
 from facekd.baselines.common import seed_augmentation
 from facekd.baselines.kd_views import augmented_views, synthetic_views
 from facekd.baselines.scratch import student_config, train_classifier
@@ -40,6 +40,8 @@ from facekd.baselines.teacher_probe import fit_teacher_classifier
 from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.errors import ConfigError
+from facekd.pipeline import ensure_generate_run, run_identity
+from facekd.validate import check_choice, check_int
 
 __all__ = ["hinton_kd_loss", "labeled_ce", "HintonKD", "unlabeled_settings",
            "logit_kd_train_set", "on_teacher_scores", "UNLABELED"]
@@ -87,8 +89,6 @@ class HintonKD(Method):
     def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
                 seed: int = 0) -> dict[str, Any]:
         """Make (or reuse) the generate run when the KD term draws on synthetic faces."""
-        from facekd.pipeline import ensure_generate_run, run_identity
-
         synthetic = unlabeled_settings(cfg.get("kd") or {})["synthetic"]
         if int(synthetic["count"]) == 0:
             return {}
@@ -122,8 +122,6 @@ def on_teacher_scores(teacher: Predictor, loss: Any) -> Any:
 
 def unlabeled_settings(kd: Mapping[str, Any]) -> dict[str, Any]:
     """The shared data options of the logit-KD rows (``kd`` section), with defaults, checked (errors name the key)."""
-    from facekd.validate import check_choice, check_int
-
     kd = dict(plain(kd))
     out = {"teacher_mode": kd.get("teacher_mode", "cached"), "views": kd.get("views", 16),
            "unlabeled_views": kd.get("unlabeled_views", 0),

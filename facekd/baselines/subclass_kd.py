@@ -31,16 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from facekd.baselines.base import METHODS, Fitted, Predictor, default_device, plain
+from facekd.baselines.base import Fitted, METHODS, Predictor, default_device, plain
 from facekd.baselines.common import FeatureHeadTask, Standardize, batched, step_train_config, train_engine
+from facekd.baselines.hinton_kd import HintonKD, labeled_ce, logit_kd_train_set, on_teacher_scores, unlabeled_settings
 from facekd.baselines.kd_views import augmented_views
-from facekd.baselines.hinton_kd import (HintonKD, labeled_ce, logit_kd_train_set,
-                                        on_teacher_scores, unlabeled_settings)
 from facekd.baselines.scratch import student_config, train_classifier
 from facekd.config import teacher_config
 from facekd.data.labeled import LabeledData, split_datasets
 from facekd.errors import ConfigError
 from facekd.models import build_teacher
+from facekd.validate import check_choice, check_float, check_int
 
 __all__ = ["class_logits", "SubclassPool", "subclass_aux_loss", "subclass_kd_loss", "subclass_usage",
            "subclass_settings", "SubclassHeadTask", "fit_subclass_teacher", "SubclassKD", "DEAD_SHARE"]
@@ -130,8 +130,6 @@ def subclass_usage(probs: torch.Tensor, num_classes: int, dead_share: float = DE
 
 def subclass_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The row's ``kd`` and ``aux`` options with defaults, checked; errors name the key."""
-    from facekd.validate import check_choice, check_float, check_int
-
     kd = {"subclasses": 4, "alpha": 0.1, "temperature": 1.0, **plain(cfg.get("kd") or {})}
     aux = {"weight": 1.0, "temperature": 1.0, "normalize": "batch", **plain(cfg.get("aux") or {})}
     k = check_int(kd["subclasses"], "kd.subclasses", minimum=None)

@@ -38,7 +38,7 @@ SOURCES_FILE = "sources.json"
 
 def _drop_stale(out: Path, index: dict[str, str], failed: dict[str, str], hashes: dict[str, str]) -> None:
     """Forget (and delete the crop of) every photo that changed or disappeared since it was aligned, and any
-    crop no photo accounts for (e.g. made before sources were recorded)."""
+    crop no photo accounts for (e.g. left by an interrupted run)."""
     for rel in [r for r, h in index.items() if hashes.get(r) != h]:
         index.pop(rel)
         failed.pop(rel, None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facekd.assets import resolve
 from facekd.errors import ConfigError, FacekdError, InputFileError
 from facekd.validate import check_choice
 
@@ -259,8 +260,6 @@ def load_folder(root: str | os.PathLike, *, name: str | None = None, on_corrupt:
 
 def load_orl() -> FaceSet:
     """The embedded ORL / AT&T faces: 40 identities x 10 grey 92x112 images (credit AT&T Laboratories Cambridge)."""
-    from facekd.assets import resolve
-
     return load_folder(resolve("orl"), name="orl", key="the embedded ORL folder")
 
 

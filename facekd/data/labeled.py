@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from facekd.config import plain
 from facekd.data.augment import build_augmentation
 from facekd.data.datasets import LabeledFaces
-from facekd.data.faces import ON_CORRUPT, FaceSet, load_faces
+from facekd.data.faces import FaceSet, ON_CORRUPT, load_faces
 from facekd.data.splits import Split, SplitProtocol, load_or_make_split
 from facekd.errors import ConfigError
 from facekd.validate import check_bool, check_choice, check_int, show_value
@@ -77,8 +78,6 @@ def protocol_from_cfg(cfg: Mapping[str, Any]) -> SplitProtocol:
 
 def data_identity(cfg: Mapping[str, Any]) -> dict:
     """The ``data`` section as hashed into cache keys and resume checks: every key, as plain values."""
-    from facekd.config import plain
-
     return dict(plain(cfg) or {})
 
 

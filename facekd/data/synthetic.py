@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
 
 from facekd.runs import RunError, atomic_path, read_json, read_manifest, write_json
 
@@ -37,6 +38,8 @@ __all__ = [
     "read_shard_record",
     "finished_shard",
     "SyntheticFaces",
+    "is_grey",
+    "render_synthetic",
 ]
 
 STAGE = "generate"
@@ -196,3 +199,19 @@ class SyntheticFaces:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": {}}
+
+
+def is_grey(images: torch.Tensor) -> bool:
+    """Whether uint8 N x 3 x H x W photos are grey (three equal channels); False for none."""
+    return bool(len(images)) and bool((images[:, 0] == images[:, 1]).all() and (images[:, 1] == images[:, 2]).all())
+
+
+def render_synthetic(faces: np.ndarray, size: int, grey: bool) -> torch.Tensor:
+    """Synthetic faces (N x H x W x 3 uint8) as the labeled photos are shown to a model: ``size`` square, grey when
+    the photos are grey; N x 3 x size x size uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    if grey:
+        x = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand(-1, 3, -1, -1)
+    return x.round().clamp(0, 255).to(torch.uint8)

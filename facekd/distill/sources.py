@@ -85,8 +85,7 @@ def open_generate_run(run_dir: str | os.PathLike) -> SyntheticFaces:
     """A complete generate run whose shards match the sha256 its manifest recorded.
 
     Refuses a missing or unfinished run (:class:`facekd.runs.RunError`) and a damaged, truncated or
-    replaced shard (:class:`facekd.errors.ArtifactError` naming it); a run made before checksums were
-    recorded is accepted with a warning.
+    replaced shard, or a run that records no checksums (:class:`facekd.errors.ArtifactError` naming it).
     """
     faces = SyntheticFaces(run_dir)
     verify_artifacts(faces.run_dir, faces.manifest, _shard_files(faces), writer="the generate stage",

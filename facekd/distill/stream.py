@@ -30,8 +30,10 @@ from torch import nn
 from facekd.distill.batches import OnlineBatches
 from facekd.distill.device_augment import DeviceAugment
 from facekd.distill.views import ViewSource, fresh_views
+from facekd.engine import ResumeError
 from facekd.errors import ConfigError
 from facekd.generators.base import FaceSampler
+from facekd.generators import stage as generate_stage
 from facekd.runs import config_hash
 from facekd.validate import check_choice, check_float, check_int
 
@@ -101,8 +103,6 @@ class StreamSettings:
 
 def build_stream_generator(settings: StreamSettings, device: torch.device) -> FaceSampler:
     """The stream's generator on the training ``device``; refuses one that cannot stream there."""
-    from facekd.generators.stage import build_generator
-
     spec = dict(settings.generator)
     name = spec.get("name")
     asked = spec.pop("device", None)
@@ -110,7 +110,7 @@ def build_stream_generator(settings: StreamSettings, device: torch.device) -> Fa
         raise ConfigError(f"{_KEY}.stream.generator.device={asked} but training runs on {device}: the stream's "
                           f"generator runs in the training step, on the training device; drop the key or set "
                           f"device={device.type}")
-    sampler = build_generator(spec, device)
+    sampler = generate_stage.build_generator(spec, device)  # looked up at call time (tests patch it)
     if sampler.latent_dim is None:
         raise ConfigError(f"{_KEY}.stream.generator.name={name} cannot stream on {device}: stream mode needs a "
                           "generator that maps latents to faces in one forward pass on the training device "
@@ -132,8 +132,6 @@ def stream_source(settings: StreamSettings, sampler: FaceSampler, synth_cfg: Map
 
 def check_same_generator(old: Mapping[str, Any], settings: StreamSettings, sampler: FaceSampler) -> None:
     """Refuse to resume a stream run (manifest ``old``) with another generator, naming what changed."""
-    from facekd.engine import ResumeError
-
     before = ((old.get("config") or {}).get("distill", {}).get("sources", {}).get("synthetic") or {})
     if before.get("mode") != "stream":
         return

@@ -13,8 +13,8 @@ A finished distill run folder holds::
 The manifest's ``artifacts`` records the sha256 and size of ``student.safetensors`` (and of the other
 weights the run wrote).  Later stages call :func:`load_student`, which checks the file against it and
 refuses a damaged, truncated, empty or replaced file (:class:`facekd.errors.ArtifactError` naming it and
-the command that makes it again); they never read the files themselves.  A run made before checksums
-were recorded is loaded with a warning that it is unverified.
+the command that makes it again); they never read the files themselves.  A run that records no checksums is
+refused the same way.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from facekd.engine.task import Task
+from facekd.hashing import read_safetensors
 from facekd.runs import atomic_path
 
 __all__ = ["save_safetensors", "load_best", "CHECKPOINT", "BEST"]
@@ -30,8 +31,6 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
 
 def load_best(task: nn.Module, run_dir: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load a run's ``best.safetensors`` into ``task`` (in place) and return it."""
-    from facekd.hashing import read_safetensors
-
     path = Path(run_dir) / BEST
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: the run has not finished an epoch")

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from facekd.config import plain as _plain
 from facekd.errors import ConfigError
+from facekd.validate import check_bool, check_float, check_int
 
 __all__ = ["TrainConfig", "check_train_types"]
 
@@ -18,8 +19,6 @@ _TRAIN_BOOLS = ("drop_last", "shuffle", "persistent_workers", "amp", "channels_l
 def check_train_types(data: Mapping[str, Any], section: str = "train") -> None:
     """Refuse a training option of the wrong type (a boolean or string where a number belongs, ...), naming
     ``<section>.<key>``; values are only checked, never converted, so config hashes stay as they were."""
-    from facekd.validate import check_bool, check_float, check_int
-
     for key, minimum in _TRAIN_INTS.items():
         if key in data:
             check_int(data[key], f"{section}.{key}", minimum=minimum)

@@ -10,8 +10,11 @@ from typing import Any
 import torch
 
 from facekd.embedder import EMBEDDER_FILE
+from facekd.export import check_onnx, export_onnx
 from facekd.finetune.model import SpecializedModel
 from facekd.finetune.settings import FinetuneSettings
+from facekd.modelcard import onnx_card
+from facekd.quantize import int8_path
 
 __all__ = ["ONNX_FILE", "ONNX_INPUT_SPEC", "export_classifier", "deployed_cards"]
 
@@ -26,9 +29,6 @@ ONNX_INPUT_SPEC = ("input 'images': uint8 RGB, N x 3 x S x S (N dynamic, S = dat
 def deployed_cards(run_dir: Path, settings: FinetuneSettings) -> dict[str, Any]:
     """What ships, timed as it runs: each ONNX file of the run under onnxruntime, batch 1, one thread (fastest of
     ``card_repeats``), with its size in MB (:func:`facekd.modelcard.onnx_card`)."""
-    from facekd.modelcard import onnx_card
-    from facekd.quantize import int8_path
-
     files = [f for name in (ONNX_FILE, EMBEDDER_FILE) for f in (name, int8_path(name).name) if (run_dir / f).is_file()]
     return {f: onnx_card(run_dir / f, repeats=max(settings.card_repeats, 5), warmup=3) for f in files}
 
@@ -36,8 +36,6 @@ def deployed_cards(run_dir: Path, settings: FinetuneSettings) -> dict[str, Any]:
 def export_classifier(model: SpecializedModel, run_dir: Path, images: torch.Tensor, settings: FinetuneSettings,
                       classes: list[str], image_size: int, student: Any) -> dict[str, Any]:
     """Export ``model`` to ONNX and check it against torch on up to ``parity_images`` real images."""
-    from facekd.export import check_onnx, export_onnx
-
     path = export_onnx(model, run_dir / ONNX_FILE, image_size,
                        metadata={"classes": json.dumps(classes), "input": ONNX_INPUT_SPEC,
                                  "student": student.name, "student_input_size": str(student.input_size)})

@@ -21,7 +21,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from facekd.distill.losses import FeatureStats, build_loss
 from facekd.errors import ConfigError
+from facekd.finetune.synthetic import student_synthetic_faces
+from facekd.models import build_teacher
 
 __all__ = ["HOLD_DEFAULTS", "HoldTerm", "check_hold", "build_hold"]
 
@@ -85,10 +88,6 @@ def build_hold(student_manifest: Mapping[str, Any], section: Mapping[str, Any], 
     features (the teacher the student was distilled from) and the distill run's loss."""
     if not float(section["weight"]) > 0:
         return None
-    from facekd.distill.losses import FeatureStats, build_loss
-    from facekd.finetune.synthetic import student_synthetic_faces
-    from facekd.models import build_teacher
-
     loss_cfg = _loss_config(student_manifest)
     faces = torch.from_numpy(student_synthetic_faces(student_manifest, int(section["faces"]), image_size, grey, KEY,
                                                      spread=True))

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from facekd.errors import ConfigError
+from facekd.finetune.synthetic import student_synthetic_faces
+from facekd.quantize import QuantizeError, check_int8_parity, int8_parity, int8_path, onnx_outputs, quantize_onnx
 
 __all__ = ["INT8_DEFAULTS", "check_int8", "calibration_faces", "ship_int8"]
 
@@ -45,8 +47,6 @@ def check_int8(section: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def calibration_faces(student_manifest: Mapping[str, Any], n: int, image_size: int, grey: bool) -> np.ndarray:
     """The last ``n`` faces of the student's generate run (its held-out end), shown as the labeled photos are."""
-    from facekd.finetune.synthetic import student_synthetic_faces
-
     return student_synthetic_faces(student_manifest, n, image_size, grey, KEY)
 
 
@@ -55,8 +55,6 @@ def ship_int8(run_dir: Path, files: list[str], calibration: np.ndarray, val_imag
     """Quantize each ONNX file of ``files`` in ``run_dir``; keep the copies whose val parity holds.
 
     Returns ``{file: {"file", "shipped", parity figures, "refused" (the reason) | "test_accuracy" figures}}``."""
-    from facekd.quantize import QuantizeError, check_int8_parity, int8_parity, int8_path, onnx_outputs, quantize_onnx
-
     report: dict[str, Any] = {}
     val = val_images.numpy()
     for name in files:

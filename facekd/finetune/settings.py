@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from facekd.config import plain as _plain
+from facekd.errors import ConfigError
+from facekd.finetune.hold import check_hold
+from facekd.finetune.int8 import check_int8
 from facekd.finetune.model import FEATURES, NORMS
 from facekd.finetune.task import LOSSES
+from facekd.openset import check_far
 
 __all__ = ["DEFAULT_FAR", "TIES", "FinetuneSettings"]
 
@@ -69,18 +73,11 @@ class FinetuneSettings:
                 raise ValueError(msg)
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ValueError(f"finetune.name must be a plain folder name, got {self.name!r}")
-        from facekd.errors import ConfigError
-        from facekd.openset import check_far
-
         if not isinstance(self.open_set, Mapping) or set(self.open_set) - {"far"}:
             raise ConfigError(f"finetune.open_set must be a mapping with the key far, got {self.open_set!r}; set it "
                               "like finetune.open_set.far=0.01")
         check_far(self.open_set.get("far", DEFAULT_FAR), "finetune.open_set.far")
-        from facekd.finetune.int8 import check_int8
-
         object.__setattr__(self, "int8", check_int8(self.int8))
-        from facekd.finetune.hold import check_hold
-
         object.__setattr__(self, "hold", check_hold(self.hold, self.unfreeze))
         if self.int8["enabled"] and not self.export_onnx:
             raise ConfigError("finetune.int8.enabled=true quantizes the exported ONNX models, but "

@@ -55,21 +55,24 @@ from facekd.config import plain as _plain
 from facekd.data.augment import seed_augmentation
 from facekd.data.faces import FaceDataError
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
+from facekd.data.synthetic import is_grey
+from facekd.deploy import deploy_section
 from facekd.distill import load_student
 from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, signature_diff
-from facekd.deploy import deploy_section
 from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
-from facekd.gallery_eval import is_grey
-from facekd.engine import METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors, \
-    seed_everything
+from facekd.engine import (METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors,
+                           seed_everything)
+from facekd.evaluation import Predictor, evaluate_fitted
 from facekd.finetune.exports import ONNX_FILE, ONNX_INPUT_SPEC, deployed_cards, export_classifier
+from facekd.finetune.hold import build_hold
 from facekd.finetune.model import Preprocessed, SpecializedModel
 from facekd.finetune.settings import FinetuneSettings
 from facekd.finetune.task import HeadTask, head_for, predict_scores
 from facekd.hashing import artifact_checksums, read_safetensors, verify_artifacts
-from facekd.evaluation import Predictor, evaluate_fitted
-from facekd.openset import OPEN_SET_FILE, open_set_roc
+from facekd.modelcard import model_card
 from facekd.models import build_student, load_state_strict
+from facekd.openset import OPEN_SET_FILE, open_set_roc, write_open_set
+from facekd.plots import plot_confusion, plot_curves
 from facekd.runs import RunError, read_json, read_manifest, write_json, write_manifest
 
 __all__ = ["STAGE", "MODEL_FILE", "ONNX_FILE", "ONNX_INPUT_SPEC", "FinetuneSettings", "finetune", "run_dir_for",
@@ -328,8 +331,6 @@ def _train(inputs: _Inputs) -> _Trained:
         val = (_features(model, inputs.xva, device, bs, "val features"), inputs.yva)
     else:
         train_data, val = inputs.sets["train"], (inputs.xva, inputs.yva)
-    from facekd.finetune.hold import build_hold
-
     hold = build_hold(inputs.smanifest, s.hold, inputs.image_size, is_grey(inputs.xtr), inputs.seed)
     task = HeadTask(model, s.loss, val, inputs="features" if s.precomputed else "images",
                     unfreeze=s.unfreeze, backbone_lr_scale=s.backbone_lr_scale, eval_batch_size=bs,
@@ -372,8 +373,6 @@ def _score(inputs: _Inputs, trained: _Trained) -> _Scores:
 
 def _write_open_set(inputs: _Inputs, figures: Mapping[str, Any]) -> None:
     """``open_set.json``: the calibrated threshold and the FAR / DIR it reached."""
-    from facekd.openset import write_open_set
-
     data = inputs.data
     write_open_set(inputs.run_dir, figures["threshold"], inputs.settings.far, figures["n_calibration"],
                    far_calibration=figures["far_calibration"],
@@ -391,8 +390,6 @@ def _ship(inputs: _Inputs, trained: _Trained, scores: _Scores) -> _Shipped:
                       "best_epoch": trained.result.best_epoch})
     np.savez_compressed(run_dir / FEATURES_FILE, features=scores.test_features.numpy(), labels=inputs.yte.numpy(),
                         pred=scores.pred)
-    from facekd.modelcard import model_card
-
     card = model_card(Preprocessed(cpu_model), repeats=s.card_repeats)
     onnx_info: dict[str, Any] = {"exported": False}
     embedder_info: dict[str, Any] | None = None
@@ -438,8 +435,6 @@ def _write_metrics(inputs: _Inputs, trained: _Trained, scores: _Scores, shipped:
 
 def _plot(inputs: _Inputs, trained: _Trained, scores: _Scores) -> None:
     """``f1_curve.png``, ``confusion.png`` (test) and, open set, ``open_set_roc.png``."""
-    from facekd.plots import plot_confusion, plot_curves
-
     run_dir, result, accuracy = inputs.run_dir, trained.result, scores.test["accuracy"]
     plot_curves(result.history, ["val_f1_macro", "val_accuracy", "train_accuracy"], run_dir / CURVE_FILE,
                 best=result.best_epoch, ylabel="score (val micro-F1 = val accuracy)",

@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from facekd.data.synthetic import SyntheticFaces, render_synthetic
+from facekd.errors import ArtifactError
+from facekd.runs import RunError
 
 __all__ = ["student_synthetic_faces"]
 
@@ -19,11 +22,6 @@ def student_synthetic_faces(student_manifest: Mapping[str, Any], n: int, image_s
 
     A student run that names no generate run, one that is gone or damaged, or one remade with another
     configuration is refused with a :class:`facekd.quantize.QuantizeError`-style message naming ``key``."""
-    from facekd.data.synthetic import SyntheticFaces
-    from facekd.errors import ArtifactError
-    from facekd.gallery_eval import render_synthetic
-    from facekd.runs import RunError
-
     off = f"set {key}{'.enabled=false' if key.endswith('int8') else '.weight=0'}"
     run = student_manifest.get("generate_run")
     if not run:

@@ -13,7 +13,7 @@ in the folder is touched.
 The manifest's ``artifacts`` records the sha256 and size of every file written (shards, ``seeds.npy``,
 preview); later stages check the shards against it.  Rerunning the stage on a complete run remakes any
 shard whose file no longer matches (the faces are deterministic, so the bytes come back the same), and
-records the checksums of a run made before they were recorded once its shards match their own records.
+remakes a complete run that records no checksums.
 """
 from __future__ import annotations
 

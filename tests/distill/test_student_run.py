@@ -5,6 +5,7 @@ import torch
 from facekd.distill import load_student
 from facekd.distill.student_run import STUDENT_FILE
 from facekd.engine import save_safetensors
+from facekd.hashing import artifact_checksums
 from facekd.models import build_student
 from facekd.runs import RunError, write_manifest
 
@@ -16,7 +17,8 @@ def _write_run(folder, complete=True, teacher=SIG):
     student = build_student({"name": "resnet18", "input_size": 64}, 128)
     save_safetensors(student.state_dict(), folder / STUDENT_FILE)
     write_manifest(folder, "distill", {"x": 1}, student={"name": "resnet18", "input_size": 64}, teacher=teacher,
-                   out_dim=128, input_size=64, uses_labels=False, complete=complete)
+                   out_dim=128, input_size=64, uses_labels=False, complete=complete,
+                   artifacts=artifact_checksums(folder, [STUDENT_FILE]))
     return student
 
 
