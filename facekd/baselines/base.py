@@ -38,6 +38,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from facekd.baselines.deploy import export_predictor
 from facekd.config import plain
 from facekd.data.labeled import LabeledData, data_identity, prepare_labeled, split_datasets
 from facekd.embedder import Features
@@ -236,12 +237,8 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     t_prepare = time.perf_counter()
     inputs = method.prepare(data, cfg, paths_root, seed)
     prepare_seconds = time.perf_counter() - t_prepare
-    gallery_key = None
-    if getattr(data, "enroll_protocol", False):
-        gallery = dict(gallery or {})
-        gallery_key = {"shots": [int(k) for k in gallery.get("shots", (1, 2))], "far": float(gallery.get("far", 0.01)),
-                       "calibration": str(gallery.get("calibration", "max")),
-                       "impostors": gallery.get("impostors_id")}
+    gallery_key = _gallery_key(gallery) if getattr(data, "enroll_protocol", False) else None
+    if gallery_key is not None:
         inputs = {**inputs, "gallery": gallery_key}
     digest = method_hash(name, cfg, data_cfg, data.split.id, seed, inputs, split_content_hash(data), far)
     path = result_path(paths_root, name, digest)
@@ -262,25 +259,8 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     fitted = method.fit(data, cfg, run_dir, seed)
     train_seconds = time.perf_counter() - t0 + prepare_seconds  # inputs made by prepare (e.g. a distill run) count
     predictor = fitted.predictor.eval()
-    scores = _scores(fitted, data, cfg, far)
-    if "open_set" in scores:
-        scores["extra"]["open_set"] = scores.pop("open_set")
-    card = fitted.card or _card(predictor, int(cfg.get("card_repeats", 10)))
-    for side, side_predictor in fitted.side_predictors.items():
-        side_scores = evaluate_fitted(side_predictor.eval(), data, ("test",), ncm_metric=cfg.get("ncm_metric", "cosine"),
-                                      batch_size=int(cfg.get("eval_batch_size", 64)))
-        scores["extra"][f"{side}_accuracy"] = side_scores["test"]["accuracy"]
-        scores["extra"][f"{side}_f1_macro"] = side_scores["test"]["f1_macro"]
-    if gallery_key is not None:
-        scores["extra"]["gallery"] = _gallery(fitted, data, gallery_key, gallery.get("impostors"),
-                                              int(cfg.get("eval_batch_size", 64)), run_dir)
-    if export and "finetune_run" not in fitted.extra:  # a distilled row's finetune run is its deployable model
-        from facekd.baselines.deploy import export_predictor
-
-        saved = export_predictor(predictor, data, run_dir, name, cfg, scores["extra"].get("open_set"),
-                                 embedder=fitted.embedding_model())
-        if saved:
-            scores["extra"]["model"] = saved
+    scores, card = _score(name, fitted, data, cfg, far, run_dir, export,
+                          gallery_key and {**gallery_key, "impostors": (gallery or {}).get("impostors")})
     result = MethodResult(method=name, student=fitted.student, seed=int(seed), test=scores["test"],
                           val=scores.get("val", {}), params=int(card["params"]), mflops=float(card["mflops"]),
                           cpu_ms_per_img=float(card["cpu_ms_per_img"]), train_seconds=round(train_seconds, 2),
@@ -291,6 +271,37 @@ def run_method(name: str, method_cfg: Mapping[str, Any], data_cfg: Mapping[str, 
     write_json(path, result.as_dict())
     log.info("%s seed %d: test accuracy %.4f (%s)", name, seed, result.accuracy, path)
     return result
+
+
+def _gallery_key(gallery: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What identifies the gallery protocol a row is judged with (part of its cache key)."""
+    gallery = dict(gallery or {})
+    return {"shots": [int(k) for k in gallery.get("shots", (1, 2))], "far": float(gallery.get("far", 0.01)),
+            "calibration": str(gallery.get("calibration", "max")), "impostors": gallery.get("impostors_id")}
+
+
+def _score(name: str, fitted: Fitted, data: LabeledData, cfg: Mapping[str, Any], far: float | None, run_dir: Path,
+           export: bool, gallery: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fitted row's scores (val, test, open set, side predictors, gallery figures) and model card; with
+    ``export``, its model files for identify and enroll."""
+    predictor, batch_size = fitted.predictor, int(cfg.get("eval_batch_size", 64))
+    scores = _scores(fitted, data, cfg, far)
+    if "open_set" in scores:
+        scores["extra"]["open_set"] = scores.pop("open_set")
+    card = fitted.card or _card(predictor, int(cfg.get("card_repeats", 10)))
+    for side, side_predictor in fitted.side_predictors.items():
+        side_scores = evaluate_fitted(side_predictor.eval(), data, ("test",), ncm_metric=cfg.get("ncm_metric", "cosine"),
+                                      batch_size=batch_size)
+        scores["extra"][f"{side}_accuracy"] = side_scores["test"]["accuracy"]
+        scores["extra"][f"{side}_f1_macro"] = side_scores["test"]["f1_macro"]
+    if gallery is not None:
+        scores["extra"]["gallery"] = _gallery(fitted, data, gallery, gallery["impostors"], batch_size, run_dir)
+    if export and "finetune_run" not in fitted.extra:  # a distilled row's finetune run is its deployable model
+        saved = export_predictor(predictor, data, run_dir, name, cfg, scores["extra"].get("open_set"),
+                                 embedder=fitted.embedding_model())
+        if saved:
+            scores["extra"]["model"] = saved
+    return scores, card
 
 
 def _scores(fitted: Fitted, data: LabeledData, cfg: Mapping[str, Any], far: float | None) -> dict[str, Any]:
