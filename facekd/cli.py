@@ -17,10 +17,12 @@ with no stack; a full disk is reported as such. Any other exception is a bug and
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import functools
 import importlib
+import os
 import re
 import sys
 import tempfile
@@ -42,24 +44,40 @@ _HELP_KEYS_MAX = 60
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def run_script(target: str, config_name: str, doc: str | None, argv: Sequence[str] | None = None) -> None:
-    """Run ``target`` (``"module:function"``, imported only when needed) as a Hydra app on ``config_name``."""
-    args = list(sys.argv[1:] if argv is None else argv)
+def run_script(target: str, config_name: str, doc: str | None, argv: Sequence[str] | None = None,
+               command: str | None = None) -> None:
+    """Run ``target`` (``"module:function"``, imported only when needed) as a Hydra app on ``config_name``.
+
+    ``command`` is how the user called it (``python scripts/<name>.py`` or ``facekd <name>``), for messages.
+    Override values have ``~`` and ``$VARS`` expanded (:func:`expand_override`)."""
+    args = [expand_override(a) for a in (sys.argv[1:] if argv is None else argv)]
     script = Path(sys.argv[0]).name if argv is None else f"{config_name}.py"
+    command = command or f"python scripts/{script}"
     try:
         if "--help" in args or "-h" in args:
             try:
-                print(help_text(config_name, doc, script), flush=True)
+                print(help_text(config_name, doc, command), flush=True)
             except BrokenPipeError:  # e.g. `--help | head`
                 sys.stderr.close()
             return
-        cfg = check_overrides(config_name, args, script)
+        cfg = check_overrides(config_name, args, command)
         if cfg is not None:
             ensure_writable_root(cfg)
         task = _import(target)
         _run_hydra(task, config_name, script, args)
     except FacekdError as err:
         refuse(err)
+
+
+def expand_override(arg: str) -> str:
+    """``key=value`` with ``~`` (at the start of the value or of a list item) and ``$NAME`` environment variables
+    expanded, as a shell would have done before the ``=``; Hydra's own ``${...}`` interpolations are left alone."""
+    key, eq, value = arg.partition("=")
+    if not eq or arg.startswith("-"):
+        return arg
+    value = re.sub(r"(^|(?<=[\[,]))~(?=/|$|[\],])", lambda m: m.group(1) + os.path.expanduser("~"), value)
+    value = re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", lambda m: os.environ.get(m.group(1), m.group(0)), value)
+    return f"{key}={value}"
 
 
 def refuse(err: BaseException) -> None:
@@ -80,15 +98,13 @@ def _guarded(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     @functools.wraps(task)
     def job(cfg: Any) -> Any:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
         try:
-            with logging_redirect_tqdm():  # log lines go above a progress bar, never into it
+            with _console_above_bars():
                 return task(cfg)
         except FacekdError as err:
             refuse(err)
         except OSError as err:
-            if err.errno != errno.ENOSPC:
+            if not disk_full(err):
                 raise
             where = f" while writing {err.filename}" if err.filename else ""
             refuse(OSError(
@@ -96,6 +112,32 @@ def _guarded(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 "space, or point paths.root at a larger disk, and rerun the same command to resume."))
 
     return job
+
+
+@contextlib.contextmanager
+def _console_above_bars() -> Iterator[None]:
+    """Console log lines go above a progress bar, never into it (tqdm's redirect), at the console's own level (the
+    redirect drops it: without this, every INFO line would reach the console)."""
+    import logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    root = logging.getLogger()
+    console = [h.level for h in root.handlers if type(h) is logging.StreamHandler]
+    with logging_redirect_tqdm():
+        for h in root.handlers:
+            if type(h) is not logging.StreamHandler and type(h).__name__ == "_TqdmLoggingHandler" and console:
+                h.setLevel(min(console))
+        yield
+
+
+def disk_full(err: OSError) -> bool:
+    """Whether a failed write ran out of space, however the library reports it: ``ENOSPC`` / ``EDQUOT`` from the
+    OS, or a short write with no errno (numpy's ``N requested and M written``; a "No space left" message)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return err.errno is None and (bool(re.search(r"\d+ requested and \d+ written", text)) or "No space left" in text)
 
 
 def _run_hydra(task: Callable[[Any], Any], config_name: str, script: str, args: list[str]) -> None:
@@ -127,7 +169,7 @@ def _overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-def check_overrides(config_name: str, args: Sequence[str], script: str = "") -> Any:
+def check_overrides(config_name: str, args: Sequence[str], command: str = "") -> Any:
     """Compose ``config_name`` with the command line's overrides; a bad one raises :class:`ConfigError`.
 
     Returns the composed config, or ``None`` for a multirun (whose sweeps Hydra expands itself).
@@ -138,7 +180,7 @@ def check_overrides(config_name: str, args: Sequence[str], script: str = "") -> 
 
     overrides = _overrides(args)
     mine = [o for o in overrides if not o.lstrip("+~").startswith("hydra.") and not o.startswith("hydra/")]
-    help_hint = f"`python scripts/{script or config_name + '.py'} --help` lists the keys and options."
+    help_hint = f"`{command or 'python scripts/' + config_name + '.py'} --help` lists the keys and options."
     try:
         return compose_config(config_name, mine)
     except OverrideParseException as err:
@@ -265,20 +307,21 @@ def yaml_key_comments(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def help_text(config_name: str, doc: str | None, script: str = "") -> str:
-    """The ``--help`` page: purpose, usage, the config groups this script reads and its own keys."""
+def help_text(config_name: str, doc: str | None, command: str = "") -> str:
+    """The ``--help`` page: purpose, usage, the config groups this script reads and its own keys (a default that
+    refers to another key is shown as written, e.g. ``${paths.root}/distill/...``)."""
     from omegaconf import OmegaConf
 
-    script = script or f"{config_name}.py"
+    command = command or f"python scripts/{config_name}.py"
     cfg = compose_config(config_name, [], hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices, resolve=False)
     lines = [textwrap.dedent(doc or "").strip(), "",
-             f"usage: python scripts/{script} [key=value ...] [group=option ...]", ""]
+             f"usage: {command} [key=value ...] [group=option ...]", ""]
     groups: dict[str, str | None] = {}
     names: dict[str, str] = {}
     for name, choice in choices.items():
-        if name.startswith("hydra/") or name == "hydra":
-            continue
+        if name.startswith("hydra/") or name == "hydra" or "/" in name.split("@")[0]:
+            continue  # Hydra's own groups, and a group's per-stage parts (recipe/distill follows recipe)
         group = name.split("@")[0]
         if group not in groups:
             groups[group] = choice if "@" not in name else None
@@ -294,8 +337,7 @@ def help_text(config_name: str, doc: str | None, script: str = "") -> str:
                                        subsequent_indent="      "))
         lines.append("")
     plain_cfg = OmegaConf.to_container(cfg, resolve=False)
-    keys = [(k, c) for k, c in yaml_key_comments(CONFIGS / f"{config_name}.yaml")
-            if _lookup(plain_cfg, k) is not _MISSING and "${" not in str(_lookup(plain_cfg, k))]
+    keys = [(k, c) for k, c in yaml_key_comments(CONFIGS / f"{config_name}.yaml") if _lookup(plain_cfg, k) is not _MISSING]
     if keys:
         lines.append(f"keys of {config_name}.yaml (key=default  # meaning):")
         width = min(44, max(len(f"{k}={_show(_lookup(plain_cfg, k))}") for k, _ in keys[:_HELP_KEYS_MAX]))
@@ -306,7 +348,7 @@ def help_text(config_name: str, doc: str | None, script: str = "") -> str:
         if len(keys) > _HELP_KEYS_MAX:
             lines.append(f"  ... and {len(keys) - _HELP_KEYS_MAX} more")
         lines.append("")
-    lines.append(f"the whole resolved config: python scripts/{script} --cfg job    Hydra's own options: --hydra-help")
+    lines.append(f"the whole resolved config: {command} --cfg job    Hydra's own options: --hydra-help")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""The jobs built on the comparison: the main job (``scripts/demo.py``) and ``scripts/specialize.py``.
+"""The jobs that chain the stages: the main job (``scripts/demo.py``, on the comparison) and
+``scripts/specialize.py`` (the stages directly, on a user's own folder of people).
 
 :func:`main_job` runs the comparison rows of the ``demo`` config (the paper's recipe and facekd's recommended
 one, i.e. generate -> distill -> finetune, plus the teacher's linear probe, ResNet-18 from scratch and raw
@@ -13,10 +14,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from omegaconf import OmegaConf, open_dict
 
 from facekd.baselines.compare import compare_baselines
-from facekd.config import plain
+from facekd.config import compose_config, plain, run_profile
+from facekd.data.labeled import prepare_labeled
+from facekd.distill.stage import distill
 from facekd.errors import ConfigError
+from facekd.finetune.stage import finetune
+from facekd.pipeline import ensure_generate_run, run_complete
 from facekd.plots import plot_tsne
 from facekd.runs import read_json, write_json
 
@@ -57,22 +63,66 @@ def main_job(cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def specialize(cfg: Mapping[str, Any]) -> str:
     """A model for a user's own folder of people (``configs/specialize.yaml``): align, generate, distill and
-    finetune through the comparison's first row that makes a finetune run, score it on the held-out photos,
-    record the run in ``<out_dir>/model.json`` and print the ``identify`` command.  Returns the finetune run."""
+    finetune with the chosen recipe, the stages run directly; prints a short summary (accuracy on the held-out
+    photos, the model folder, how to use it) and returns the finetune run.  The run names carry the split's hash,
+    so a rerun after the folder changes makes new runs, and a rerun without a change reuses every stage."""
     cfg = plain(cfg)
-    compare_baselines(cfg)
-    out_dir = Path(cfg["out_dir"])
-    results = read_json(out_dir / "results.json")["results"]
-    runs = [(row, seeds[0]["extra"]["finetune_run"]) for row, seeds in results.items()
-            if seeds and (seeds[0].get("extra") or {}).get("finetune_run")]
-    if not runs:
-        raise ConfigError(f"methods={cfg.get('methods')} makes no finetune run, so there is no model to identify "
-                          "with; keep a distilled row (distill_bce_probe, the default) in methods")
-    row, run = runs[0]
-    write_json(out_dir / "model.json", {"row": row, "finetune_run": run})
-    print(f"model ({row}): {run}\nenroll people (no training) and name the faces in new photos with:\n"
-          f"  python scripts/enroll.py enroll.model={run} enroll.people=FOLDER_OF_PEOPLE\n"
-          f"  python scripts/identify.py identify.gallery={Path(cfg['paths']['root']) / 'galleries' / Path(run).name}.npz "
-          f"identify.input=PHOTO_OR_FOLDER\nor with its classifier (the people it was trained on):\n"
-          f"  python scripts/identify.py identify.model={run} identify.input=PHOTO_OR_FOLDER")
-    return run
+    root, recipe, s = Path(cfg["paths"]["root"]), str(cfg["recipe"]["name"]), dict(cfg.get("specialize") or {})
+    profile = run_profile(cfg)
+    common = [f"paths.root={root}", f"device={cfg.get('device', 'auto')}", f"seed={int(cfg.get('seed', 0))}",
+              *([f"profile={profile}"] if profile != "default" else [])]
+    data = prepare_labeled(cfg["data"], root)
+    _check_people(data, cfg["data"])
+    tag = f"{s.get('name') or cfg['data'].get('name', 'faces')}-{recipe}-{data.split.id[:8]}"
+    progress = bool(cfg.get("progress", True))
+    student_run = _specialize_distill(cfg, common, recipe, tag, progress, s)
+    fcfg = compose_config("finetune", [*common, f"recipe={recipe}", f"finetune.student_run={student_run}",
+                                       f"finetune.name={tag}", "finetune.export_onnx=true",
+                                       f"finetune.train.progress={progress}",
+                                       *[str(o) for o in s.get("finetune_overrides") or []]])
+    with open_dict(fcfg):
+        fcfg.data = OmegaConf.create(cfg["data"])
+    metrics = finetune(fcfg)
+    _print_summary(data, metrics, recipe, root)
+    return str(metrics["run_dir"])
+
+
+def _check_people(data: Any, data_cfg: Mapping[str, Any]) -> None:
+    """Refuse a folder where fewer than two people have enough photos, naming the minimum per person."""
+    if data.num_classes >= 2:
+        return
+    need = int(data_cfg.get("per_class", 5)) + int(data_cfg.get("val", 1)) + 1
+    raise ConfigError(f"data.root={data_cfg.get('root')}: {data.num_classes} person has enough photos, and a face "
+                      f"model needs at least 2. Each person needs at least {need} photos with a face (data.per_class="
+                      f"{data_cfg.get('per_class')} to train, data.val={data_cfg.get('val')} to choose the model, and 1 "
+                      "to test it); add photos, or lower data.per_class")
+
+
+def _specialize_distill(cfg: Mapping[str, Any], common: list[str], recipe: str, tag: str, progress: bool,
+                        s: Mapping[str, Any]) -> Path:
+    """The distill run of this folder and recipe: made (after its generate run) when missing, reused when done."""
+    dcfg = compose_config("distill", [*common, f"recipe={recipe}", f"distill.name={tag}", "resume=true",
+                                      f"distill.train.progress={progress}",
+                                      *[str(o) for o in s.get("distill_overrides") or []]])
+    with open_dict(dcfg):
+        dcfg.data = OmegaConf.create(cfg["data"])
+    run = Path(cfg["paths"]["root"]) / "distill" / tag
+    if run_complete(run, "distill"):
+        return run
+    profile = [o for o in common if o.startswith("profile=")]
+    ensure_generate_run(cfg, cfg["paths"]["root"], [*profile, *[str(o) for o in s.get("generate_overrides") or []]],
+                        Path(dcfg.distill.generate_run))
+    return Path(distill(dcfg))
+
+
+def _print_summary(data: Any, metrics: Mapping[str, Any], recipe: str, root: Path) -> None:
+    """What the user needs: how well the model names their held-out photos, where it is, how to use it."""
+    run, test, n = metrics["run_dir"], metrics["test"], metrics["n_images"]
+    print(f"\n{data.num_classes} people; {n['train']} photos trained on, {n['val']} to choose the model, "
+          f"{n['test']} held out.\n"
+          f"held-out photos named right: {100 * test['accuracy']:.1f}% (macro F1 {100 * test['f1_macro']:.1f}%)\n"
+          f"model ({recipe} recipe): {run}\n\nname the people in new photos:\n"
+          f"  facekd identify identify.model={run} identify.input=PHOTO_OR_FOLDER\n"
+          f"or enroll people with no training (a gallery), then identify with it:\n"
+          f"  facekd enroll enroll.model={run} enroll.people=FOLDER_OF_PEOPLE\n"
+          f"  facekd identify identify.gallery={root / 'galleries' / Path(run).name}.npz identify.input=PHOTO_OR_FOLDER")

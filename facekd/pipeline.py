@@ -82,7 +82,7 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     common = [f"paths.root={paths_root}", f"device={device}"]
     progress = bool(cfg.get("progress", True))
     teacher = teacher_config(cfg)
-    dcfg = compose_config("distill", [f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
+    dcfg = compose_config("distill", ["recipe=paper", f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
                                             "resume=true", *common,
                                             f"distill.train.progress={progress}",
                                             f"seed={int(seed)}", f"distill.name={run.name}",

@@ -72,7 +72,7 @@ def samples_for(per_epoch: int, weights: Sequence[float], index: int = 0, batch_
 def _distill_plan(row_cfg: Mapping[str, Any], paths_root: Any) -> tuple[list[float], int]:
     """The weights of the distill sources the row's distill run will use (synthetic first) and its batch size
     (a dry compose of the distill config with the row's overrides)."""
-    d = plain(compose_config("distill", [f"paths.root={paths_root}", *plain(row_cfg.get("distill_overrides") or [])]))
+    d = plain(compose_config("distill", ["recipe=paper", f"paths.root={paths_root}", *plain(row_cfg.get("distill_overrides") or [])]))
     weights = active_source_weights(d["distill"]["sources"])
     if "synthetic" not in weights:
         raise ConfigError("curve: the synthetic source has weight 0 in the row's distill config, so no face is seen; "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facekd.cli import _guarded, check_overrides, ensure_writable_root, help_text, suggest_keys, yaml_key_comments
@@ -35,15 +36,15 @@ def run_script(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def _doc(script: str) -> str:
-    import ast
+    from facekd.commands import COMMANDS
 
-    return ast.get_docstring(ast.parse((ROOT / "scripts" / script).read_text())) or ""
+    return next(c.doc for c in COMMANDS.values() if c.script == script)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_help_names_the_purpose_and_only_the_groups_the_script_reads(script):
     config, purpose = SCRIPTS[script]
-    text = help_text(config, _doc(script), script)
+    text = help_text(config, _doc(script), f"python scripts/{script}")
     assert purpose in text.splitlines()[0]
     assert f"usage: python scripts/{script}" in text
     assert len(text.splitlines()) < 130  # not the whole config
@@ -86,7 +87,7 @@ def test_suggest_keys_prefers_siblings_then_the_same_leaf_elsewhere():
 
 def test_misspelled_key_gets_the_closest_key_and_no_plus_hint():
     with pytest.raises(ConfigError) as err:
-        check_overrides("generate", ["generate.num_image=10"], "generate.py")
+        check_overrides("generate", ["generate.num_image=10"], "python scripts/generate.py")
     msg = str(err.value)
     assert "Unknown config key 'generate.num_image'" in msg and "Did you mean generate.num_images?" in msg
     assert "+generate" not in msg
@@ -94,16 +95,16 @@ def test_misspelled_key_gets_the_closest_key_and_no_plus_hint():
 
 def test_unknown_group_option_lists_the_options():
     with pytest.raises(ConfigError, match=r"No option 'bcee' in the config group 'loss'.*bce, cosine, mse\. Did you mean bce\?"):
-        check_overrides("distill", ["loss=bcee"], "distill.py")
+        check_overrides("distill", ["loss=bcee"], "python scripts/distill.py")
 
 
 def test_override_without_equals_is_refused_with_the_form_to_use():
     with pytest.raises(ConfigError, match="Write each override as key=value"):
-        check_overrides("generate", ["seed"], "generate.py")
+        check_overrides("generate", ["seed"], "python scripts/generate.py")
 
 
 def test_good_overrides_compose_and_multirun_is_left_to_hydra():
-    cfg = check_overrides("generate", ["generate.num_images=7", "hydra.run.dir=/tmp/x"], "generate.py")
+    cfg = check_overrides("generate", ["generate.num_images=7", "hydra.run.dir=/tmp/x"], "python scripts/generate.py")
     assert cfg.generate.num_images == 7
     assert check_overrides("generate", ["-m", "seed=1,2"]) is None
 
@@ -128,8 +129,12 @@ def test_guarded_job_turns_facekd_errors_and_a_full_disk_into_one_paragraph(caps
     def full(cfg):
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/shard.npy")
 
+    def short_write(cfg):  # numpy's tofile on a full disk (/dev/full): "N requested and 0 written", no errno
+        np.zeros(100_000).tofile("/dev/full")
+
     for job, words in ((mistake, "data.per_class must be an integer"),
-                       (full, "The disk is full (no space left on device) while writing /runs/x/shard.npy")):
+                       (full, "The disk is full (no space left on device) while writing /runs/x/shard.npy"),
+                       (short_write, "The disk is full (no space left on device). The partial output is kept")):
         with pytest.raises(SystemExit) as ex:
             _guarded(job)(None)
         assert ex.value.code == EXIT_USER_ERROR
@@ -163,5 +168,48 @@ def test_refusals_from_the_command_line_end_without_a_traceback(tmp_path, args, 
 def test_every_script_is_wired_through_run_script_and_has_a_help_test():
     scripts = sorted(p.name for p in (ROOT / "scripts").glob("*.py") if p.name not in SCRIPT_ALIASES)
     assert scripts == sorted(SCRIPTS)
+    from facekd.commands import COMMANDS
+
+    assert sorted(c.script for c in COMMANDS.values()) == scripts  # one command per script, one table
     for name in scripts:
-        assert "run_script(" in (ROOT / "scripts" / name).read_text(), name
+        assert "run(" in (ROOT / "scripts" / name).read_text(), name
+
+
+def test_the_installed_command_runs_every_stage_from_any_folder(tmp_path):
+    """`facekd <command>` (the console script pip installs) is the same entry as scripts/<name>.py."""
+    facekd = Path(sys.executable).parent / "facekd"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+    def call(*args):
+        return subprocess.run([str(facekd), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    listing = call("--help")
+    assert listing.returncode == 0 and "generate" in listing.stdout and "specialize" in listing.stdout
+    out = call("distill", "--help")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Stage 2: distill the teacher's features") and "usage: facekd distill" in out.stdout
+    bad = call("generate", "generate.num_image=3")
+    assert bad.returncode == EXIT_USER_ERROR and "Traceback" not in bad.stderr
+    assert "`facekd generate --help` lists the keys" in bad.stderr
+    unknown = call("distil")
+    assert unknown.returncode == 2 and "unknown command 'distil'" in unknown.stderr
+
+
+def test_path_values_expand_the_home_folder_and_environment_variables(monkeypatch, tmp_path):
+    from facekd.cli import expand_override
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PEOPLE", "/data/people")
+    assert expand_override("data.root=~/people") == f"data.root={tmp_path}/people"
+    assert expand_override("identify.input=[~/a.jpg,~/b/]") == f"identify.input=[{tmp_path}/a.jpg,{tmp_path}/b/]"
+    assert expand_override("data.root=$PEOPLE/orl") == "data.root=/data/people/orl"
+    assert expand_override("out_dir=${paths.root}/x") == "out_dir=${paths.root}/x"  # Hydra's interpolation: kept
+    assert expand_override("data.root=$UNSET_VAR_X/a") == "data.root=$UNSET_VAR_X/a"  # unknown: left as written
+    assert expand_override("~data.root") == "~data.root" and expand_override("--help") == "--help"
+    # through the command line: the refusal names the expanded folder, not the override syntax
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    out = run_script("scripts/identify.py", "identify.model=~/no_such_run", "identify.input=~/x.png")
+    assert out.returncode == EXIT_USER_ERROR and "Traceback" not in out.stderr
+    assert f"{Path.home()}/no_such_run" in out.stderr

@@ -28,7 +28,8 @@ def compose(*overrides: str, name: str = "finetune"):
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return hydra_compose(name, overrides=["profile=smoke", *overrides])
+        recipe = ["recipe=paper"] if name in ("finetune", "distill") else []  # the stage's own defaults
+        return hydra_compose(name, overrides=[*recipe, "profile=smoke", *overrides])
 
 
 def write_student_run(folder: Path, *, teacher=TEACHER, complete=True, split_id=None, seed=0) -> Path:

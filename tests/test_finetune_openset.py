@@ -24,7 +24,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return hydra_compose("finetune", overrides=["profile=smoke", *overrides])
+        return hydra_compose("finetune", overrides=["recipe=paper", "profile=smoke", *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -180,12 +180,10 @@ def test_config_and_input_mistakes(run, photos, tmp_path):
 
 
 def test_help_text():
-    import ast
-
     from facekd.cli import help_text
+    from facekd.commands import COMMANDS
 
-    doc = ast.get_docstring(ast.parse((Path(__file__).parents[1] / "scripts" / "identify.py").read_text()))
-    text = help_text("identify", doc, "identify.py")
+    text = help_text("identify", COMMANDS["identify"].doc, "facekd identify")
     assert "identify.model=???" in text and "identify.backend=onnx" in text and "examples:" in text
 
 

@@ -26,8 +26,13 @@ def test_main_job_smoke(tmp_path):
     assert "profile=smoke" in proc.stdout and "not results" in proc.stdout
     md = (out / "comparison.md").read_text()
     assert md.startswith("# Smoke run (toy sizes): Baseline comparison") and "SMOKE (toy sizes)" in md
+    # a quiet console: the table is the first thing printed; the INFO lines go to the run's log file
+    assert proc.stdout.startswith("SMOKE (toy sizes) - orl: 40 identities") and " INFO]" not in proc.stderr
+    [log] = (tmp_path / "logs").rglob("*.log")
+    text = log.read_text()
+    assert "distill_bce_probe seed 0: accuracy" in text
     # a fresh run logs no resume line, and the main job's finetune run is deployable like finetune.py's
-    assert "resum" not in (proc.stdout + proc.stderr).lower()
+    assert "resum" not in text.lower()
     import json
 
     result = json.loads((out / "results.json").read_text())["results"]["distill_bce_probe"][0]

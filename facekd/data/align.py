@@ -38,13 +38,18 @@ SOURCES_FILE = "sources.json"
 
 def _drop_stale(out: Path, index: dict[str, str], failed: dict[str, str], hashes: dict[str, str]) -> None:
     """Forget (and delete the crop of) every photo that changed or disappeared since it was aligned, and any
-    crop no photo accounts for (e.g. left by an interrupted run)."""
-    for rel in [r for r, h in index.items() if hashes.get(r) != h]:
+    crop no photo accounts for (e.g. left by an interrupted run); the index on disk says so at once, so a photo
+    that comes back later is aligned again."""
+    stale = [r for r, h in index.items() if hashes.get(r) != h]
+    for rel in stale:
         index.pop(rel)
         failed.pop(rel, None)
         (out / Path(rel).with_suffix(".png")).unlink(missing_ok=True)
     for rel in [r for r in failed if r not in index]:
         failed.pop(rel)
+    if stale and out.is_dir():
+        write_json(out / SOURCES_FILE, index)
+        write_json(out / "failed.json", failed)
     if out.is_dir():
         known = {Path(r).with_suffix(".png").as_posix() for r in index}
         for crop in out.rglob("*.png"):
@@ -109,5 +114,20 @@ def align_folder(root: str | os.PathLike, size: int = 160, margin: int = 20, min
         write_json(failed_path, failed)
     if failed:
         log.warning("%d of %d images had no confident face (see %s)", len(failed), len(files), failed_path)
+    _warn_empty_people(root, files, failed)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _warn_empty_people(root: Path, files: list[Path], failed: dict[str, str]) -> None:
+    """Warn about every identity folder that ends up with no aligned face (no image files, or none with a face):
+    it is left out of the aligned folder, so nothing downstream would see it."""
+    faces: dict[str, int] = {}
+    for f in files:
+        rel = f.relative_to(root)
+        if len(rel.parts) > 1:
+            faces[rel.parts[0]] = faces.get(rel.parts[0], 0) + (rel.as_posix() not in failed)
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not faces.get(d.name):
+            why = "holds no images" if d.name not in faces else "has no photo with a confident face"
+            log.warning("identity folder %s %s; this person is left out", d, why)

@@ -6,7 +6,7 @@ with :class:`facekd.engine.Trainer` and writes the run folder described in
 (mapped back to the teacher's feature space by ``loss.to_teacher``) and the teacher's features on the
 synthetic holdout and on the real val / test images; the best epoch is the one of lowest holdout loss.
 
-With ``distill.sources.synthetic.mode=stream`` (and ``teacher_mode=online``) the synthetic training faces
+With ``distill.sources.synthetic.mode=stream`` (the teacher then runs online) the synthetic training faces
 are made on the device at every step instead of read from shards (:mod:`facekd.distill.stream`); the
 generate run then provides only the holdout.
 
@@ -303,9 +303,13 @@ def distill(cfg: Mapping[str, Any] | DictConfig) -> Path:
 def _run_config(cfg: Mapping[str, Any] | DictConfig) -> dict:
     """The config a distill run records (and hashes): the whole composed config but Hydra's own section, every
     key whatever its value (the ``data`` section as given, ``distill.sources.synthetic.mode`` and ``.stream``
-    in shards mode too)."""
+    in shards mode too), with ``distill.teacher_mode=auto`` resolved."""
     cfg = dict(_plain(cfg))
     cfg.pop("hydra", None)
+    d = cfg["distill"]
+    if d.get("teacher_mode") == "auto":  # recorded as what it chose: stream mode's new faces need the online teacher
+        stream = (d.get("sources") or {}).get("synthetic", {}).get("mode") == "stream"
+        d["teacher_mode"] = "online" if stream else "cached"
     return cfg
 
 

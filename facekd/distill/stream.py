@@ -67,7 +67,7 @@ class StreamSettings:
             return None
         if d.get("teacher_mode") != "online":
             raise ConfigError(f"{_KEY}.mode=stream makes new faces every step, so the teacher must run every step: "
-                              f"set distill.teacher_mode=online (got {d.get('teacher_mode')!r}), or use "
+                              f"set distill.teacher_mode=online or auto (got {d.get('teacher_mode')!r}), or use "
                               f"{_KEY}.mode=shards for cached teacher features")
         if synth.get("targets", "view") != "view":
             raise ConfigError(f"{_KEY}.targets={synth.get('targets')} needs cached views; a streamed face is "

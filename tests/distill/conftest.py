@@ -30,8 +30,9 @@ def gen_run(dstore):
 
 @pytest.fixture(scope="session")
 def distill_overrides(dstore, gen_run):
-    """Overrides every distill test shares: smoke sizes, the session generate run and cache folder."""
-    return ["profile=smoke", f"distill.generate_run={gen_run}", f"distill.cache_dir={dstore / 'cache'}"]
+    """Overrides every distill test shares: the paper's recipe (the stage's own defaults; recipe=recommended is
+    tested on its own), smoke sizes, the session generate run and cache folder."""
+    return ["recipe=paper", "profile=smoke", f"distill.generate_run={gen_run}", f"distill.cache_dir={dstore / 'cache'}"]
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,7 @@ from facekd.engine import ResumeError
 from facekd.errors import ConfigError
 from tests.distill.conftest import compose
 
-STREAM = ["distill.sources.synthetic.mode=stream", "distill.teacher_mode=online", "distill.online_view_size=64",
-          "student.input_size=32"]
+STREAM = ["distill.sources.synthetic.mode=stream", "distill.online_view_size=64", "student.input_size=32"]
 
 
 def settings(**hard) -> StreamSettings:
@@ -85,8 +84,9 @@ def test_stream_distill_run_is_complete_and_records_the_generator(make_cfg, tmp_
     run = distill(make_cfg(tmp_path, *STREAM, "distill.train.epochs=1", "distill.name=stream",
                            "distill.samples_per_epoch=16", "distill.taps.weight=1.0"))
     m = json.loads((run / "manifest.json").read_text())
-    assert m["complete"] and m["teacher_mode"] == "online"
+    assert m["complete"] and m["teacher_mode"] == "online"  # stream mode chose the online teacher itself
     assert m["config"]["distill"]["sources"]["synthetic"]["mode"] == "stream"
+    assert m["config"]["distill"]["teacher_mode"] == "online"  # recorded as chosen (the default is auto)
     assert m["stream"]["generator"]["kind"] == "dcgan" and m["stream"]["generator_config"]["name"] == "dcgan"
     names = {s["name"]: s for s in m["sources"]}
     assert names["synthetic-stream"]["cache"] is None and names["synthetic-stream"]["images"] == 16
@@ -130,8 +130,8 @@ def test_stream_bad_inputs(make_cfg, tmp_path):
         distill(make_cfg(tmp_path, *STREAM, "distill.sources.synthetic.stream.hard.fraction=1.0"))
     with pytest.raises(ConfigError, match=r"hard\.fraction must be a number >= 0"):
         distill(make_cfg(tmp_path, *STREAM, "distill.sources.synthetic.stream.hard.fraction=-0.1"))
-    with pytest.raises(ConfigError, match="set distill.teacher_mode=online"):
-        distill(make_cfg(tmp_path, "distill.sources.synthetic.mode=stream"))
+    with pytest.raises(ConfigError, match="set distill.teacher_mode=online"):  # asked for cached explicitly
+        distill(make_cfg(tmp_path, "distill.sources.synthetic.mode=stream", "distill.teacher_mode=cached"))
     with pytest.raises(ConfigError, match="mode must be one of shards, stream"):
         distill(make_cfg(tmp_path, "distill.sources.synthetic.mode=disk"))
     with pytest.raises(ConfigError, match="generator.device=cuda but training runs on cpu"):
@@ -162,7 +162,9 @@ def test_shards_mode_records_the_whole_config():
     recorded = _run_config(cfg)
     d = recorded["distill"]
     assert d["sources"]["synthetic"]["mode"] == "shards" and StreamSettings.from_config(d) is None
-    assert d == plain(cfg)["distill"] and "stream" in d["sources"]["synthetic"] and "hydra" not in recorded
+    assert d == {**plain(cfg)["distill"], "teacher_mode": "cached"}  # auto, recorded as what it chose
+    assert plain(cfg)["distill"]["teacher_mode"] == "auto" and "stream" in d["sources"]["synthetic"]
+    assert "hydra" not in recorded
     assert _hashed(recorded)["distill"]["sources"] == d["sources"]
 
 
