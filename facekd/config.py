@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["CONFIGS", "ROW_ALIASES", "DEFAULT_TEACHER", "teacher_config", "plain", "run_profile", "row_names", "register_rows", "canonical_row", "compose_config"]
+__all__ = ["CONFIGS", "ROW_ALIASES", "DEFAULT_TEACHER", "teacher_config", "plain", "run_profile", "row_names",
+           "register_rows", "canonical_row", "compose_config"]
 
 log = logging.getLogger(__name__)
 
