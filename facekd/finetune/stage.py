@@ -138,8 +138,9 @@ def _check_split(data: LabeledData, student_manifest: Mapping[str, Any], student
 
 
 def _features(model: SpecializedModel, images: torch.Tensor, device: torch.device, batch_size: int,
-              desc: str) -> torch.Tensor:
-    """Student features (before normalization) of uint8 images; float32 on the CPU."""
+              desc: str | None) -> torch.Tensor:
+    """Student features (before normalization) of uint8 images; float32 on the CPU (``desc``: the bar's label,
+    None for no bar)."""
     return predict_scores(lambda x: model.extract(model.preprocess(x)), images, device, batch_size, desc)
 
 
@@ -322,13 +323,14 @@ def _train(inputs: _Inputs) -> _Trained:
     seed_augmentation(inputs.sets["train"], inputs.seed)  # finetune.augment: views follow the seed, not the process
     model = SpecializedModel(inputs.student, len(inputs.classes), s.features, s.feature_norm,
                              head_for(s.loss)).to(device)
-    ftr = _features(model, inputs.xtr, device, bs, "train features")
+    bar = bool(s.train.get("progress", True))  # finetune.train.progress: every bar of the stage, or none
+    ftr = _features(model, inputs.xtr, device, bs, "train features" if bar else None)
     model.norm.fit(ftr)
     if s.precomputed:
         from torch.utils.data import TensorDataset
 
         train_data: Any = TensorDataset(ftr, inputs.ytr)
-        val = (_features(model, inputs.xva, device, bs, "val features"), inputs.yva)
+        val = (_features(model, inputs.xva, device, bs, "val features" if bar else None), inputs.yva)
     else:
         train_data, val = inputs.sets["train"], (inputs.xva, inputs.yva)
     hold = build_hold(inputs.smanifest, s.hold, inputs.image_size, is_grey(inputs.xtr), inputs.seed)
@@ -367,7 +369,8 @@ def _score(inputs: _Inputs, trained: _Trained) -> _Scores:
                  figures["far_calibration"], figures["dir"], figures["far"], figures["n_unknown"])
         _write_open_set(inputs, figures)
         figures = (figures, (roc_far.tolist(), roc_dir.tolist()))
-    fte = _features(model, inputs.xte, device, bs, "test features")  # for the t-SNE of test_features.npz
+    bar = bool(s.train.get("progress", True))
+    fte = _features(model, inputs.xte, device, bs, "test features" if bar else None)  # the t-SNE's test_features.npz
     return _Scores(best_row, val_metrics, fte, test_scores.argmax(1), scored["test"], figures)
 
 
