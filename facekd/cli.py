@@ -103,10 +103,10 @@ def _guarded(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
                 return task(cfg)
         except FacekdError as err:
             refuse(err)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:
             if not disk_full(err):
                 raise
-            where = f" while writing {err.filename}" if err.filename else ""
+            where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
             refuse(OSError(
                 f"The disk is full (no space left on device){where}. The partial output is kept: free some "
                 "space, or point paths.root at a larger disk, and rerun the same command to resume."))
@@ -131,12 +131,18 @@ def _console_above_bars() -> Iterator[None]:
         yield
 
 
-def disk_full(err: OSError) -> bool:
+def disk_full(err: BaseException) -> bool:
     """Whether a failed write ran out of space, however the library reports it: ``ENOSPC`` / ``EDQUOT`` from the
-    OS, or a short write with no errno (numpy's ``N requested and M written``; a "No space left" message)."""
+    OS, a short write with no errno (numpy's ``N requested and M written``; a "No space left" message), or torch's
+    zip writer coming up short (a ``RuntimeError``: ``unexpected pos N vs M``, ``PytorchStreamWriter failed
+    writing``)."""
+    text = str(err)
+    if isinstance(err, RuntimeError):
+        return bool(re.search(r"unexpected pos \d+ vs \d+|PytorchStreamWriter failed writing", text))
+    if not isinstance(err, OSError):
+        return False
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    text = str(err)
     return err.errno is None and (bool(re.search(r"\d+ requested and \d+ written", text)) or "No space left" in text)
 
 

@@ -132,9 +132,13 @@ def test_guarded_job_turns_facekd_errors_and_a_full_disk_into_one_paragraph(caps
     def short_write(cfg):  # numpy's tofile on a full disk (/dev/full): "N requested and 0 written", no errno
         np.zeros(100_000).tofile("/dev/full")
 
+    def torch_short(cfg):  # torch.save's zip writer on a full disk: a RuntimeError, not an OSError
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 125116288 vs 125116176")
+
     for job, words in ((mistake, "data.per_class must be an integer"),
                        (full, "The disk is full (no space left on device) while writing /runs/x/shard.npy"),
-                       (short_write, "The disk is full (no space left on device). The partial output is kept")):
+                       (short_write, "The disk is full (no space left on device). The partial output is kept"),
+                       (torch_short, "The disk is full (no space left on device). The partial output is kept")):
         with pytest.raises(SystemExit) as ex:
             _guarded(job)(None)
         assert ex.value.code == EXIT_USER_ERROR
@@ -150,6 +154,8 @@ def test_guarded_job_keeps_unexpected_errors():
         _guarded(bug)(None)
     with pytest.raises(OSError):
         _guarded(lambda cfg: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")))(None)
+    with pytest.raises(RuntimeError):  # a RuntimeError that is not a short write stays a bug
+        _guarded(lambda cfg: (_ for _ in ()).throw(RuntimeError("shape mismatch")))(None)
     assert issubclass(ConfigError, FacekdError) and issubclass(ConfigError, ValueError)
 
 
