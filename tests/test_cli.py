@@ -219,3 +219,9 @@ def test_path_values_expand_the_home_folder_and_environment_variables(monkeypatc
     out = run_script("scripts/identify.py", "identify.model=~/no_such_run", "identify.input=~/x.png")
     assert out.returncode == EXIT_USER_ERROR and "Traceback" not in out.stderr
     assert f"{Path.home()}/no_such_run" in out.stderr
+
+
+def test_a_former_row_name_in_an_override_names_the_new_key():
+    with pytest.raises(ConfigError, match=r"The row 'feature_kd_bce' is now called 'distill_bce_probe': write "
+                                          r"baselines\.distill_bce_probe\.loss \(from baselines\.feature_kd_bce\.loss=mse\)"):
+        check_overrides("compare_baselines", ["baselines.feature_kd_bce.loss=mse"], "facekd compare")
