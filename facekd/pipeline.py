@@ -82,11 +82,12 @@ def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], path
     common = [f"paths.root={paths_root}", f"device={device}"]
     progress = bool(cfg.get("progress", True))
     teacher = teacher_config(cfg)
-    dcfg = compose_config("distill", ["recipe=paper", f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
+    overrides = plain(cfg.get("distill_overrides") or [])
+    recipe = [] if any(str(o).startswith("recipe=") for o in overrides) else ["recipe=paper"]  # rows pin the paper's
+    dcfg = compose_config("distill", [*recipe, f"loss={loss}", f"student={student}", f"teacher={teacher['name']}",
                                             "resume=true", *common,
                                             f"distill.train.progress={progress}",
-                                            f"seed={int(seed)}", f"distill.name={run.name}",
-                                            *plain(cfg.get("distill_overrides") or [])])
+                                            f"seed={int(seed)}", f"distill.name={run.name}", *overrides])
     with open_dict(dcfg):
         dcfg.data = OmegaConf.create(plain(data_cfg))
         dcfg.teacher = OmegaConf.merge(dcfg.teacher, OmegaConf.create(teacher))

@@ -126,6 +126,11 @@ class Method:
             return str(student.get("name", "?"))
         return str(student) if student else "-"
 
+    def resolve(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The row's config as it will run, written out in full (it is what the row's cache key hashes); e.g. a
+        recipe the row names, expanded into the stages' settings. As given by default."""
+        return cfg
+
     def check(self, data: LabeledData, cfg: Mapping[str, Any]) -> None:
         """Refuse a config that cannot run on ``data`` before any training (raise ``ValueError``)."""
 

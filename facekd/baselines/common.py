@@ -8,7 +8,7 @@ The engine sees ``steps / eval_every`` epochs of ``eval_every`` batches each ove
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -22,11 +22,10 @@ from facekd.baselines.base import plain
 from facekd.data.augment import seed_augmentation
 from facekd.data.preprocess import Preprocess
 from facekd.engine import Task, TrainConfig, Trainer, load_best
-from facekd.errors import ConfigError
+from facekd.engine.steps import RepeatedDataset, StepBudget
 from facekd.metrics import nearest_class_mean_predict, selection_score
 from facekd.models.heads import LinearHead
 from facekd.models.standardize import Standardize
-from facekd.validate import check_int
 
 __all__ = [
     "RepeatedDataset",
@@ -41,25 +40,6 @@ __all__ = [
     "seed_augmentation",
 ]
 
-# what the ``train`` section of a baseline may hold on top of the engine's own options
-_STEP_KEYS = ("steps", "eval_every")
-
-
-class RepeatedDataset(Dataset):
-    """``base`` repeated to ``length`` items (item ``i`` is ``base[i % len(base)]``); the engine shuffles it."""
-
-    def __init__(self, base: Dataset, length: int) -> None:
-        if len(base) == 0:
-            raise ValueError("the training set is empty")
-        self.base, self.length = base, int(length)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[i % len(self.base)]
-
-
 def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
                       **overrides: Any) -> tuple[TrainConfig, int]:
     """A :class:`TrainConfig` from a method config's step-based ``section``; also returns the samples per epoch.
@@ -67,19 +47,16 @@ def step_train_config(cfg: Mapping[str, Any], seed: int, section: str = "train",
     The method config's ``device`` and ``progress`` keys are passed on; runs resume from their checkpoint.
     """
     t = dict(plain(cfg.get(section) or {}))
-    steps = check_int(t.pop("steps", 100), f"{section}.steps", minimum=1)
-    eval_every = check_int(t.pop("eval_every", 0), f"{section}.eval_every", minimum=0, allow_none=True) or 0
-    eval_every = eval_every or steps
-    if steps < 1 or eval_every < 1:
-        raise ConfigError(f"{section}.steps and {section}.eval_every must be positive, got {steps}, {eval_every}")
-    epochs = max(1, math.ceil(steps / eval_every))
+    t.setdefault("steps", 100)
+    budget = StepBudget.pop(t, section)
     t.setdefault("monitor", "val_select")
     t.setdefault("mode", "max")
-    t.update(epochs=epochs, seed=int(seed), resume=True, device=cfg.get("device", "auto"),
-             progress=bool(cfg.get("progress", True)), log_every=max(1, min(20, eval_every)))
+    t.update(seed=int(seed), resume=True, device=cfg.get("device", "auto"),
+             progress=bool(cfg.get("progress", True)), log_every=max(1, min(20, budget.eval_every)))
     t.update(overrides)
     tc = TrainConfig.from_config(t, section)
-    return tc, eval_every * tc.batch_size
+    epochs, per_epoch = budget.plan(budget.steps * tc.batch_size, tc.batch_size)
+    return dataclasses.replace(tc, epochs=epochs), per_epoch
 
 
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:

@@ -80,7 +80,7 @@ def row_config(cfg: Mapping[str, Any], row: str, smoke: bool = False) -> tuple[s
                                f"{', '.join(METHODS.names())}")
     if getattr(METHODS.get(plugin), "uses_teacher", False) and cfg.get("teacher"):
         rcfg["teacher"] = plain(cfg["teacher"])
-    return plugin, rcfg
+    return plugin, METHODS.get(plugin)().resolve(rcfg)
 
 
 def resolve_rows(methods: Sequence[str] | str, cfg: Mapping[str, Any], smoke: bool = False) -> list[tuple[str, str, dict]]:
@@ -134,6 +134,10 @@ def summarize(row: str, plugin: str, cfg: Mapping[str, Any], results: Sequence[M
     """Mean and std over seeds of one row's results (population std; 0 for one seed)."""
     out: dict[str, Any] = {"method": row, "plugin": plugin, "student": results[0].student,
                            "seeds": len(results), "paper": PAPER_RESULTS.get((plugin, _network(plugin, cfg)), "")}
+    recipe = cfg.get("recipe")  # a row that runs one of the stages' recipes (configs/recipe/), both stages of it
+    named = [str(o) for o in cfg.get("distill_overrides") or [] if str(o).startswith("recipe=")]
+    if recipe and all(o == f"recipe={recipe}" for o in named):
+        out["recipe"] = str(recipe)
     for k in METRICS:
         v = np.array([r.test[k] for r in results], dtype=float)
         out[f"{k}_mean"], out[f"{k}_std"] = float(v.mean()), float(v.std())
@@ -412,7 +416,7 @@ def headline_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The short table the main job prints: six columns, the teacher's nearest-class-mean accuracy beside its probe."""
     lines = ["| " + " | ".join(h for _, h in HEADLINE_COLUMNS) + " |", "|" + "|".join("---" for _ in HEADLINE_COLUMNS) + "|"]
     for r in rows:
-        label = str(r["method"])
+        label = str(r["method"]) + (f" (recipe={r['recipe']})" if r.get("recipe") else "")
         if "teacher_ncm_accuracy_mean" in r:
             label += f" (nearest class mean {_pm(r, 'teacher_ncm_accuracy')}%)"
         cells = [label, _pm(r, "accuracy"), _pm(r, "f1_macro"),

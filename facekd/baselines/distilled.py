@@ -23,9 +23,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from omegaconf import OmegaConf
+
 from facekd.baselines.base import Features, Fitted, METHODS, Method, Predictor, default_device, plain
-from facekd.config import teacher_config
+from facekd.config import CONFIGS, compose_config, teacher_config
 from facekd.data.labeled import LabeledData
+from facekd.errors import UnknownNameError
 from facekd.finetune import Preprocessed, finetune, load_finetuned
 from facekd.pipeline import ensure_distill_run, run_identity
 from facekd.runs import read_manifest
@@ -46,6 +49,27 @@ class Distilled(Method):
 
     def student_name(self, cfg: Mapping[str, Any]) -> str:
         return f"{cfg.get('student', 'resnet18')} distilled ({cfg.get('loss', 'bce')})"
+
+    def resolve(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """A row with ``recipe: NAME`` runs that recipe (``configs/recipe/``) as the stages do: its distill run
+        gets ``recipe=NAME`` before the row's ``distill_overrides`` (unless they name one; rows distill with the
+        paper's by default), and its finetune section is the finetune
+        stage's under ``recipe=NAME`` with the row's own ``finetune`` keys laid over it."""
+        name = cfg.get("recipe")
+        if not name:
+            return cfg
+        known = sorted(p.stem for p in (CONFIGS / "recipe").glob("*.yaml"))
+        if name not in known:
+            raise UnknownNameError(f"the row's recipe '{name}' is unknown; recipes (configs/recipe/): "
+                                   f"{', '.join(known)}")
+        stage = plain(compose_config("finetune", [f"recipe={name}"])["finetune"])
+        for key in ("student_run", "name"):  # the row sets these itself
+            stage.pop(key, None)
+        section = OmegaConf.to_container(OmegaConf.merge(stage, plain(cfg.get("finetune") or {})), resolve=True)
+        overrides = plain(cfg.get("distill_overrides") or [])
+        if name != "paper" and not any(str(o).startswith("recipe=") for o in overrides):  # paper: the rows' default
+            overrides = [f"recipe={name}", *overrides]
+        return {**cfg, "finetune": section, "distill_overrides": overrides}
 
     def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
                 seed: int = 0) -> dict[str, Any]:

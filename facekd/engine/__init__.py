@@ -6,11 +6,11 @@ A stage describes *what* to train as a :class:`Task` (an ``nn.Module`` holding t
     evaluate() -> {"val_loss": ..., "val_f1_macro": ...}            # validation, once per epoch
     param_groups() -> parameters or [{"params": ..., "lr_scale": 0.1}, ...]   # optional
 
-and the :class:`Trainer` does the rest: device (CUDA when present), bf16 autocast and channels_last on
-CUDA only, seeding, optimizer and learning-rate schedule from config (including the paper's
-``lr / sqrt(1 + t)``), a tqdm bar with loss and img/s, ``metrics.csv`` / ``metrics.json`` per epoch,
-best-epoch selection on a validation metric (saved as ``best.safetensors``; the engine never looks at
-test data), an atomic checkpoint after each epoch, exact resume, a stop on a NaN/inf loss
+and the :class:`Trainer` does the rest: device (CUDA when present), bf16 autocast for training steps (on
+CUDA, and on a CPU with native bf16; evaluation on a CPU stays fp32), channels_last on CUDA only, seeding,
+optimizer and learning-rate schedule from config (including the paper's ``lr / sqrt(1 + t)``), a tqdm bar
+with loss and img/s, ``metrics.csv`` / ``metrics.json`` per epoch, best-epoch selection on a validation
+metric (saved as ``best.safetensors``; the engine never looks at test data), an atomic checkpoint after each epoch, exact resume, a stop on a NaN/inf loss
 (:class:`NonFiniteLossError`, the last good checkpoint is kept) and DistributedDataParallel under
 ``torchrun``.
 
@@ -53,8 +53,9 @@ and schedules), ``task`` (:class:`Task`), ``train_config`` (:class:`TrainConfig`
 :func:`fit`).  Every name is importable from ``facekd.engine`` itself.
 """
 from facekd.engine.checkpoint import BEST, CHECKPOINT, _rng_state, _set_rng_state, load_best, save_safetensors
-from facekd.engine.device import (DistInfo, _batch_size, autocast, barrier, dist_info, init_distributed,
-                                  is_main_process, move_to_device, resolve_device, seed_everything)
+from facekd.engine.device import (DistInfo, _batch_size, autocast, autocast_precision, barrier, cpu_bf16_native,
+                                  dist_info, init_distributed, is_main_process, move_to_device, resolve_device,
+                                  seed_everything)
 from facekd.engine.optim import SCHEDULES, build_optimizer, build_scheduler, lr_factor
 from facekd.engine.task import Task
 from facekd.engine.train_config import TrainConfig, check_train_types
@@ -77,6 +78,8 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "autocast",
+    "autocast_precision",
+    "cpu_bf16_native",
     "move_to_device",
     "build_optimizer",
     "build_scheduler",

@@ -1,6 +1,7 @@
 """Device, seeding, autocast, batch moving and the torchrun process group."""
 from __future__ import annotations
 
+import functools
 import os
 import random
 from contextlib import nullcontext
@@ -17,6 +18,8 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "autocast",
+    "autocast_precision",
+    "cpu_bf16_native",
     "move_to_device",
     "DistInfo",
     "dist_info",
@@ -48,10 +51,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_native() -> bool:
+    """Whether this CPU runs bf16 maths in hardware (AVX512-BF16 or AMX). Only there is bf16 autocast faster
+    than fp32 (about 1.5x for a ResNet-18 train step at 64 px on 2 cores); elsewhere oneDNN emulates it."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(bool(check()) for check in checks if check is not None)
+
+
+def autocast_precision(device: torch.device, enabled: bool = True) -> str:
+    """``"bf16"`` where :func:`autocast` casts (CUDA, or a CPU with native bf16), else ``"fp32"``."""
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_native())
+    return "bf16" if enabled and native else "fp32"
+
+
 def autocast(device: torch.device, enabled: bool = True) -> ContextManager:
-    """bf16 autocast on CUDA when ``enabled``; a no-op elsewhere (CPU runs in fp32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bf16 autocast when ``enabled`` on CUDA or on a CPU with native bf16 (:func:`cpu_bf16_native`); a no-op
+    elsewhere (fp32). Losses cast their inputs to fp32 themselves."""
+    if autocast_precision(device, enabled) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

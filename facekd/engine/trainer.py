@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from facekd.config import plain as _plain
 from facekd.engine.checkpoint import BEST, CHECKPOINT, _rng_state, _set_rng_state, save_safetensors
-from facekd.engine.device import _batch_size, autocast, barrier, init_distributed, move_to_device, seed_everything
+from facekd.engine.device import (_batch_size, autocast, autocast_precision, barrier, init_distributed, move_to_device,
+                                  seed_everything)
 from facekd.engine.optim import build_optimizer, build_scheduler
 from facekd.engine.task import Task
 from facekd.engine.train_config import TrainConfig
@@ -246,7 +247,8 @@ class Trainer:
                 w.writerows(self.history)
         write_json(self.run_dir / METRICS_JSON, {
             "monitor": self.cfg.monitor, "mode": self.cfg.mode, "best_epoch": self.best_epoch,
-            "best_value": self.best_value, "epochs": self.cfg.epochs, "history": self.history})
+            "best_value": self.best_value, "epochs": self.cfg.epochs,
+            "precision": autocast_precision(self.device, self.cfg.amp), "history": self.history})
 
     def _log_epoch(self, epoch: int, row: Mapping[str, Any]) -> None:
         """Rank 0 logs the epoch's row: at most ~20 lines a run (the metrics files keep every epoch)."""
@@ -373,7 +375,7 @@ class Trainer:
     def _evaluate(self, task: Task, row: dict[str, Any]) -> None:
         """Add ``task.evaluate()``'s metrics to ``row`` (no_grad, eval mode); refuse a monitor the row lacks."""
         task.eval()
-        with torch.no_grad(), autocast(self.device, self.cfg.amp):
+        with torch.no_grad(), autocast(self.device, self.cfg.amp and self.device.type == "cuda"):  # fp32 on a CPU
             row.update({k: float(v) for k, v in task.evaluate().items()})
         task.train()
         if self.cfg.monitor not in row:

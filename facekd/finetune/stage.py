@@ -39,6 +39,7 @@ train, score (best val epoch, test once) and write.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ from facekd.distill.student_run import STUDENT_FILE, read_student_manifest, sign
 from facekd.embedder import EMBEDDER_FILE, Features, export_embedder
 from facekd.engine import (METRICS_JSON, TrainConfig, Trainer, load_best, resolve_device, save_safetensors,
                            seed_everything)
+from facekd.engine.steps import RepeatedDataset, StepBudget
 from facekd.evaluation import Predictor, evaluate_fitted
 from facekd.finetune.exports import ONNX_FILE, ONNX_INPUT_SPEC, deployed_cards, export_classifier
 from facekd.finetune.hold import build_hold
@@ -337,14 +339,27 @@ def _train(inputs: _Inputs) -> _Trained:
     task = HeadTask(model, s.loss, val, inputs="features" if s.precomputed else "images",
                     unfreeze=s.unfreeze, backbone_lr_scale=s.backbone_lr_scale, eval_batch_size=bs,
                     select_on=s.monitor if s.select_key == "val_select" else None, hold=hold)
-    train_cfg = TrainConfig.from_config(s.train, "finetune.train", seed=inputs.seed, device=str(device),
-                                        monitor=s.select_key, mode=s.mode)
+    train_cfg, train_data = _budget(s, train_data, seed=inputs.seed, device=str(device),
+                                    **({"amp": False} if s.precomputed else {}))  # a head on features: fp32
     trainer_cfg = {**inputs.stage_cfg, "finetune": s.hashed(), **inputs.identity}
     trainer = Trainer(train_cfg, inputs.run_dir, config=trainer_cfg)
     trainer.check_resumable("finetune.train.resume=false starts it afresh, or finetune.name=NEW keeps it")
     write_manifest(inputs.run_dir, STAGE, inputs.stage_cfg, **inputs.identity, complete=False)
     result = trainer.fit(task, train_data)
     return _Trained(model, task, result, time.perf_counter() - t0)
+
+
+def _budget(s: FinetuneSettings, train_data: Any, **options: Any) -> tuple[TrainConfig, Any]:
+    """The engine's options and what it iterates: ``finetune.train.epochs`` passes over the train split, or with
+    ``finetune.train.steps`` a budget in optimizer steps (:class:`~facekd.engine.steps.StepBudget`)."""
+    section = dict(s.train)
+    budget = StepBudget.pop(section, "finetune.train")
+    train_cfg = TrainConfig.from_config(section, "finetune.train", monitor=s.select_key, mode=s.mode, **options)
+    if budget is None:
+        return train_cfg, train_data
+    epochs, per_epoch = budget.plan(len(train_data), train_cfg.batch_size)
+    log.info("finetune budget: %s", dict(budget.describe(len(train_data), train_cfg.batch_size)))
+    return dataclasses.replace(train_cfg, epochs=epochs), RepeatedDataset(train_data, per_epoch)
 
 
 def _score(inputs: _Inputs, trained: _Trained) -> _Scores:

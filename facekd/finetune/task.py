@@ -53,13 +53,14 @@ def classification_loss(name: str, logits: torch.Tensor, labels: torch.Tensor, s
 @torch.no_grad()
 def predict_scores(fn: Any, x: torch.Tensor, device: torch.device, batch_size: int = 64,
                    desc: str | None = None) -> torch.Tensor:
-    """``fn`` over ``x`` in batches on ``device`` (bf16 autocast on CUDA); float32 outputs on the CPU.
+    """``fn`` over ``x`` in batches on ``device`` (bf16 autocast on CUDA, fp32 on a CPU, as the exported model
+    runs); float32 outputs on the CPU.
 
     ``desc`` shows a progress bar when there is more than one batch."""
     out = []
     for i in tqdm(range(0, len(x), batch_size), desc=desc, leave=False,
                   disable=desc is None or len(x) <= batch_size):
-        with autocast(device):
+        with autocast(device, enabled=device.type == "cuda"):
             out.append(fn(x[i:i + batch_size].to(device, non_blocking=True)).float().cpu())
     return torch.cat(out)
 

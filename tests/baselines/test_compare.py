@@ -89,9 +89,7 @@ def test_smoke_profile_is_read_from_the_run():
 @pytest.mark.parametrize("variant, parent, key, value", [
     ("subclass_kd_synthetic", "subclass_kd", ("kd", "synthetic", "count"), 1280),
     ("distill_bce_finetune", "distill_bce_finetune_samelr", ("finetune", "backbone_lr_scale"), 0.1),
-    ("distill_bce_mixup_probe", "distill_bce_probe", ("distill_overrides",), ["distill.sources.labeled_mixup.weight=1.0"]),
-    ("distill_bce_mixup_finetune", "distill_bce_finetune", ("distill_overrides",),
-     ["distill.sources.labeled_mixup.weight=1.0"]),
+    ("distill_bce_mixup_probe", "distill_bce_probe", ("distill_overrides",), ["recipe=recommended"]),
     ("distill_bce_mixup_finetune_cosface", "distill_bce_mixup_finetune", ("finetune", "loss"), "cosface"),
     ("distill_bce_mixup_finetune_cosface_hold", "distill_bce_mixup_finetune_cosface", ("finetune", "hold"),
      {"weight": 1.0, "faces": 1000, "batch_size": 32})])
@@ -115,6 +113,28 @@ def test_variant_rows_differ_from_their_parent_in_one_key(variant, parent, key, 
         node_child, node_base = node_child[k], node_base[k]
     assert node_child.pop(last) == value and node_base.pop(last, None) != value
     assert child == base
+
+
+@pytest.mark.parametrize("row, recipe", [("distill_bce_probe", "paper"), ("distill_bce_mixup_finetune", "recommended")])
+def test_a_recipe_row_trains_what_the_stages_recipe_trains(row, recipe):
+    """The main job's recipe rows run the recipes of configs/recipe/ as `facekd distill` and `facekd finetune` do:
+    the same distill overrides and every finetune key that changes the model (the row adds only what it exports)."""
+    from facekd.baselines.compare import row_config
+    from facekd.config import compose_config, plain
+    from facekd.finetune.settings import FinetuneSettings
+
+    cfg = plain(compose_config("compare_baselines", ["paths.root=/nonexistent"]))
+    _, resolved = row_config(cfg, row)
+    assert resolved["recipe"] == recipe
+    assert resolved["distill_overrides"] == ([] if recipe == "paper" else [f"recipe={recipe}"])
+    stage = plain(compose_config("finetune", [f"recipe={recipe}", "paths.root=/nonexistent"])["finetune"])
+    row_side = FinetuneSettings.from_config({**resolved["finetune"], "student_run": "x"}).hashed()
+    stage_side = FinetuneSettings.from_config({**stage, "student_run": "x", "name": None}).hashed()
+    for side in (row_side, stage_side):
+        side["train"].pop("progress")  # a bar or none: not the model
+    assert row_side == stage_side
+    if recipe == "recommended":
+        assert stage_side["train"]["steps"] == 500 and stage_side["unfreeze"] is True
 
 
 def test_the_edge_row_is_the_recommended_recipe_with_another_student():
