@@ -323,3 +323,45 @@ def test_training_options_of_the_wrong_type_are_refused_naming_the_key(key, valu
     with pytest.raises(ConfigError) as err:
         TrainConfig.from_config({key: value}, "distill.train")
     assert words in str(err.value)
+
+
+def test_step_budget_plans_engine_epochs_over_a_repeated_set():
+    """steps / eval_every engine epochs of eval_every batches; min_epochs passes make the budget grow with data."""
+    from facekd.engine.steps import RepeatedDataset, StepBudget
+
+    section = {"steps": 500, "eval_every": 25, "min_epochs": 10, "batch_size": 80}
+    budget = StepBudget.pop(section, "finetune.train")
+    assert section == {"batch_size": 80}  # the budget's keys are taken out, the engine's stay
+    assert budget.plan(80, 80) == (20, 2000)  # 2-shot ORL: 500 steps, val every 25: 20 epochs of 25 batches
+    assert budget.describe(80, 80) == {"steps": 500, "eval_every": 25, "passes": 500.0}
+    assert budget.total_steps(3360, 80) == 500  # Pins: 10 passes are 420 steps, under the budget
+    assert budget.total_steps(8000, 80) == 1000 and budget.plan(8000, 80) == (40, 2000)  # 10 passes of 100 steps
+    assert StepBudget(steps=10, eval_every=25).plan(80, 80) == (1, 800)  # val at the end when eval_every > steps
+    assert StepBudget.pop({"epochs": 3}, "finetune.train") is None
+    with pytest.raises(ConfigError, match=r"finetune.train.eval_every and finetune.train.min_epochs need "
+                                          r"finetune.train.steps"):
+        StepBudget.pop({"eval_every": 5}, "finetune.train")
+    with pytest.raises(ConfigError, match="finetune.train.steps"):
+        StepBudget.pop({"steps": 0}, "finetune.train")
+    repeated = RepeatedDataset([10, 11, 12], 7)
+    assert len(repeated) == 7 and [repeated[i] for i in range(7)] == [10, 11, 12, 10, 11, 12, 10]
+
+
+def test_autocast_is_bf16_on_cuda_and_on_a_cpu_with_native_bf16_only(monkeypatch):
+    from facekd.engine import device as dev
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert dev.autocast_precision(cuda) == "bf16" and dev.autocast_precision(cuda, enabled=False) == "fp32"
+    dev.cpu_bf16_native.cache_clear()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not dev.cpu_bf16_native() and dev.autocast_precision(cpu) == "fp32"
+    with dev.autocast(cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    dev.cpu_bf16_native.cache_clear()
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert dev.cpu_bf16_native() and dev.autocast_precision(cpu) == "bf16"
+    with dev.autocast(cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert dev.autocast_precision(cpu, enabled=False) == "fp32"
+    dev.cpu_bf16_native.cache_clear()

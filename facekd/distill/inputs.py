@@ -18,7 +18,8 @@ from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_c
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import FeatureStats
 from facekd.distill.sources import (active_source_weights, check_no_leak, folder_source, labeled_mixup_source,
-                                    labeled_train_items, labeled_train_source, real_eval_sources, synthetic_sources)
+                                    labeled_train_items, labeled_train_source, real_eval_sources, synthetic_mixup_source,
+                                    synthetic_sources)
 from facekd.distill.stream import STREAM_SOURCE, StreamFaces, stream_source, stream_stats
 from facekd.distill.views import ViewSource
 from facekd.engine import save_safetensors
@@ -79,13 +80,16 @@ def prepare_inputs(cfg: dict, teacher: Teacher, store_size: int, device: torch.d
     active = active_source_weights(src_cfg)
     lt_cfg = src_cfg.get("labeled_train") or {}
     want_labeled_train = "labeled_train" in active or paper  # paper mode trains its connector on these views
-    if d.get("eval_real", True) or want_labeled_train or "labeled_mixup" in active:
+    if d.get("eval_real", True) or want_labeled_train or {"labeled_mixup", "synthetic_mixup"} & set(active):
         labeled = prepare_labeled(cfg["data"], cfg["paths"]["root"])
     lt_source = labeled_train_source(labeled, lt_cfg, presets, seed) if want_labeled_train else None
     if "labeled_train" in active:
         sources.append(lt_source)
     if "labeled_mixup" in active:
         sources.append(labeled_mixup_source(labeled, src_cfg["labeled_mixup"], presets, seed))
+    if "synthetic_mixup" in active:
+        faces_src = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)[0]  # the training range
+        sources.append(synthetic_mixup_source(labeled, faces_src, src_cfg["synthetic_mixup"], presets, seed))
     if "folder" in active:
         sources.append(folder_source(src_cfg["folder"], presets, seed))
     sources = [s for s in sources if s.weight > 0]

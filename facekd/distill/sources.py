@@ -7,6 +7,7 @@ Training sources (each with a sampling ``weight``, ``views`` per image and an ``
 * ``labeled_train``: the labeled set's **training** images with their labels withheld;
 * ``labeled_mixup``: blends of two of those training images (face morphs, labels withheld), each trained
   towards the teacher's feature of the blend itself (function matching on mixup views);
+* ``synthetic_mixup``: blends of one training image and one synthetic face shown like the photos;
 * ``folder``: any folder of unlabeled face photos (searched recursively).
 
 Evaluation sources: the synthetic holdout, and the labeled set's ``val`` and ``test`` images (one clean
@@ -29,19 +30,20 @@ from facekd.data.augment import build_augmentation, frame_square
 from facekd.data.datasets import load_images
 from facekd.data.faces import IMAGE_SUFFIXES, FaceDataError, read_image
 from facekd.data.labeled import LabeledData
-from facekd.data.synthetic import SyntheticFaces, shard_paths
+from facekd.data.synthetic import SyntheticFaces, render_synthetic, shard_paths
 from facekd.distill.views import ViewSource
 from facekd.hashing import content_hashes, verify_artifacts
 from facekd.runs import config_hash
 from facekd.errors import ConfigError
 
 __all__ = ["LeakageError", "resolve_augment", "open_generate_run", "generate_command", "synthetic_sources",
-           "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs", "folder_source",
+           "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs", "synthetic_mixup_source",
+           "folder_source",
            "real_eval_sources", "check_no_leak", "evenly_spaced", "SOURCE_ORDER", "active_source_weights",
            "check_monitor_trains"]
 
 # the distill sources in the order the stage builds them (synthetic first)
-SOURCE_ORDER = ("synthetic", "labeled_train", "labeled_mixup", "folder")
+SOURCE_ORDER = ("synthetic", "labeled_train", "labeled_mixup", "synthetic_mixup", "folder")
 
 
 class LeakageError(AssertionError):
@@ -198,6 +200,46 @@ def labeled_mixup_source(data: LabeledData, cfg: Mapping[str, Any], presets: Map
 
     fingerprint = config_hash({"photos": photos.fingerprint, "pairs": len(lam), "alpha": alpha, "seed": seed + 4})
     source = ViewSource(name="labeled-mixup", size=len(lam), read=read, seed=seed + 5, files=photos.files,
+                        fingerprint=fingerprint, **_source_args(cfg, presets))
+    check_no_leak([source], data)
+    return source
+
+
+def synthetic_mixup_source(data: LabeledData, train_faces: ViewSource, cfg: Mapping[str, Any],
+                           presets: Mapping[str, Any], seed: int) -> ViewSource:
+    """``cfg.pairs`` blends ``lam * photo + (1 - lam) * face`` of one of the split's training photos (labels
+    withheld) and one synthetic face of ``train_faces`` (the generate run's training range, never its holdout),
+    the face shown as the photos are (their size; grey when they are grey), then augmented like any source.
+
+    Each blend is a face that is neither person nor render: a new identity near the photos' look, with a teacher
+    feature of its own, where the synthetic faces alone stay far from the photos and the photos hold few people.
+    """
+    files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
+    size = int(data.cfg.get("image_size", 112))
+    photos = _photo_source("labeled-train", data.faces.root, files, size, data.cfg.get("framing", "pad"),
+                           {"views": 1}, {}, seed, in_memory=True)
+    images = photos.read(np.arange(photos.size))
+    grey = bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
+    pairs, alpha = int(cfg.get("pairs", 2000)), float(cfg.get("alpha", 1.0))
+    if pairs < 1:
+        raise ConfigError(f"distill.sources.synthetic_mixup.pairs must be >= 1, got {pairs}")
+    if not alpha > 0:
+        raise ConfigError(f"distill.sources.synthetic_mixup.alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+    rng = np.random.default_rng([int(seed), 6])
+    photo_idx = rng.integers(0, photos.size, size=pairs)
+    face_idx = rng.integers(0, train_faces.size, size=pairs)
+    lam = rng.beta(alpha, alpha, size=pairs).astype(np.float32)
+
+    def read(idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        faces = render_synthetic(train_faces.read(face_idx[idx]), size, grey).permute(0, 2, 3, 1).numpy()
+        w = lam[idx][:, None, None, None]
+        blend = w * images[photo_idx[idx]].astype(np.float32) + (1 - w) * faces.astype(np.float32)
+        return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+    fingerprint = config_hash({"photos": photos.fingerprint, "faces": train_faces.fingerprint, "pairs": pairs,
+                               "alpha": alpha, "seed": [int(seed), 6], "grey": grey})
+    source = ViewSource(name="synthetic-mixup", size=pairs, read=read, seed=seed + 7, files=photos.files,
                         fingerprint=fingerprint, **_source_args(cfg, presets))
     check_no_leak([source], data)
     return source

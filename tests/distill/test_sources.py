@@ -9,7 +9,7 @@ from facekd.data.labeled import prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
 from facekd.distill.sources import (LeakageError, active_source_weights, check_monitor_trains, check_no_leak,
                                     evenly_spaced, folder_source, labeled_mixup_source, labeled_train_source, mixup_pairs,
-                                    real_eval_sources, resolve_augment, synthetic_sources)
+                                    real_eval_sources, resolve_augment, synthetic_mixup_source, synthetic_sources)
 from facekd.errors import ConfigError
 from tests.distill.conftest import CONFIGS
 
@@ -82,6 +82,37 @@ def test_mixup_blends_two_train_photos_by_hand(labeled):
     for bad, key in (({"pairs": 0}, "pairs"), ({"alpha": 0.0}, "alpha")):
         with pytest.raises(ValueError, match=f"labeled_mixup.{key}"):
             labeled_mixup_source(labeled, bad, PRESETS, seed=0)
+
+
+def test_synthetic_mixup_blends_a_train_photo_with_a_face_shown_like_the_photos_by_hand(labeled, gen_run):
+    from facekd.data.synthetic import render_synthetic
+
+    faces = SyntheticFaces(gen_run)
+    train, _ = synthetic_sources(faces, {"holdout": 8, "views": 1, "augment": "none"}, PRESETS, seed=0)
+    cfg = {"pairs": 40, "alpha": 1.0, "augment": "none"}
+    src = synthetic_mixup_source(labeled, train, cfg, PRESETS, seed=2)
+    rng = np.random.default_rng([2, 6])  # the documented draw: photo, face, lam
+    photo_idx, face_idx = rng.integers(0, 80, size=40), rng.integers(0, train.size, size=40)
+    lam = rng.beta(1.0, 1.0, size=40)
+    assert (face_idx < 56).all()  # the generate run's training range: the holdout never enters a blend
+    photos = labeled_train_source(labeled, {"views": 1}, PRESETS, seed=0).read(np.arange(80)).astype(np.float64)
+    got = src.read(np.array([0, 5]))
+    assert got.shape == (2, 112, 112, 3) and got.dtype == np.uint8
+    for row, i in zip(got, (0, 5)):
+        face = render_synthetic(faces.batch([int(face_idx[i])]), 112, grey=True)[0].permute(1, 2, 0).numpy()
+        assert (face[..., 0] == face[..., 2]).all()  # ORL is grey, so the face is shown grey
+        want = np.rint(lam[i] * photos[photo_idx[i]] + (1 - lam[i]) * face.astype(np.float64))
+        assert np.abs(row.astype(np.float64) - want).max() <= 1
+    again = synthetic_mixup_source(labeled, train, cfg, PRESETS, seed=2)
+    assert again.fingerprint == src.fingerprint and np.array_equal(again.read(np.arange(40)), src.read(np.arange(40)))
+    assert synthetic_mixup_source(labeled, train, {**cfg, "alpha": 2.0}, PRESETS, seed=2).fingerprint != src.fingerprint
+    tampered = dataclasses.replace(labeled, split=dataclasses.replace(
+        labeled.split, train=labeled.split.train + labeled.split.val[:1]))
+    with pytest.raises(LeakageError, match="synthetic-mixup"):
+        synthetic_mixup_source(tampered, train, {"pairs": 5}, PRESETS, seed=0)
+    for bad, key in (({"pairs": 0}, "pairs"), ({"alpha": -1.0}, "alpha")):
+        with pytest.raises(ConfigError, match=f"synthetic_mixup.{key}"):
+            synthetic_mixup_source(labeled, train, bad, PRESETS, seed=0)
 
 
 def test_active_source_weights_in_build_order():
