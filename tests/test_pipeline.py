@@ -21,7 +21,8 @@ def test_main_job_smoke(tmp_path):
     assert (out / "tsne.png").stat().st_size > 0 and (out / "accuracy.png").exists()
     assert "main job finished" in proc.stdout
     # what it prints: the headline table under the rows' names, marked as smoke
-    assert "| distill_bce_probe |" in proc.stdout and "| distill_bce_mixup_finetune |" in proc.stdout
+    assert "| distill_bce_probe (recipe=paper) |" in proc.stdout
+    assert "| distill_bce_mixup_finetune (recipe=recommended) |" in proc.stdout
     assert "| pixels |" in proc.stdout and "| teacher_probe (nearest class mean" in proc.stdout
     assert "profile=smoke" in proc.stdout and "not results" in proc.stdout
     md = (out / "comparison.md").read_text()
