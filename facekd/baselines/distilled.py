@@ -53,8 +53,8 @@ class Distilled(Method):
     def resolve(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """A row with ``recipe: NAME`` runs that recipe (``configs/recipe/``) as the stages do: its distill run
         gets ``recipe=NAME`` before the row's ``distill_overrides`` (unless they name one; rows distill with the
-        paper's by default), and its finetune section is the finetune
-        stage's under ``recipe=NAME`` with the row's own ``finetune`` keys laid over it."""
+        paper's by default), and its finetune section is the finetune stage's under ``recipe=NAME`` with the
+        row's own ``finetune`` keys laid over it."""
         name = cfg.get("recipe")
         if not name:
             return cfg

@@ -18,8 +18,8 @@ from facekd.distill.cache import FeatureCache, ImageMeanTargets, build_feature_c
 from facekd.distill.connector import Connector, train_connector
 from facekd.distill.losses import FeatureStats
 from facekd.distill.sources import (active_source_weights, check_no_leak, folder_source, labeled_mixup_source,
-                                    labeled_train_items, labeled_train_source, real_eval_sources, synthetic_mixup_source,
-                                    synthetic_sources)
+                                    labeled_train_items, labeled_train_source, real_eval_sources,
+                                    synthetic_mixup_source, synthetic_sources)
 from facekd.distill.stream import STREAM_SOURCE, StreamFaces, stream_source, stream_stats
 from facekd.distill.views import ViewSource
 from facekd.engine import save_safetensors

@@ -25,20 +25,21 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from facekd.data.augment import build_augmentation, frame_square
 from facekd.data.datasets import load_images
 from facekd.data.faces import IMAGE_SUFFIXES, FaceDataError, read_image
 from facekd.data.labeled import LabeledData
-from facekd.data.synthetic import SyntheticFaces, render_synthetic, shard_paths
+from facekd.data.synthetic import SyntheticFaces, is_grey, render_synthetic, shard_paths
 from facekd.distill.views import ViewSource
 from facekd.hashing import content_hashes, verify_artifacts
 from facekd.runs import config_hash
 from facekd.errors import ConfigError
 
 __all__ = ["LeakageError", "resolve_augment", "open_generate_run", "generate_command", "synthetic_sources",
-           "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs", "synthetic_mixup_source",
-           "folder_source",
+           "labeled_train_items", "labeled_train_source", "labeled_mixup_source", "mixup_pairs",
+           "synthetic_mixup_source", "folder_source",
            "real_eval_sources", "check_no_leak", "evenly_spaced", "SOURCE_ORDER", "active_source_weights",
            "check_monitor_trains"]
 
@@ -219,7 +220,7 @@ def synthetic_mixup_source(data: LabeledData, train_faces: ViewSource, cfg: Mapp
     photos = _photo_source("labeled-train", data.faces.root, files, size, data.cfg.get("framing", "pad"),
                            {"views": 1}, {}, seed, in_memory=True)
     images = photos.read(np.arange(photos.size))
-    grey = bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
+    grey = is_grey(torch.from_numpy(images).permute(0, 3, 1, 2))
     pairs, alpha = int(cfg.get("pairs", 2000)), float(cfg.get("alpha", 1.0))
     if pairs < 1:
         raise ConfigError(f"distill.sources.synthetic_mixup.pairs must be >= 1, got {pairs}")

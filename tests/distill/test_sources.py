@@ -8,8 +8,9 @@ import yaml
 from facekd.data.labeled import prepare_labeled
 from facekd.data.synthetic import SyntheticFaces
 from facekd.distill.sources import (LeakageError, active_source_weights, check_monitor_trains, check_no_leak,
-                                    evenly_spaced, folder_source, labeled_mixup_source, labeled_train_source, mixup_pairs,
-                                    real_eval_sources, resolve_augment, synthetic_mixup_source, synthetic_sources)
+                                    evenly_spaced, folder_source, labeled_mixup_source, labeled_train_source,
+                                    mixup_pairs, real_eval_sources, resolve_augment, synthetic_mixup_source,
+                                    synthetic_sources)
 from facekd.errors import ConfigError
 from tests.distill.conftest import CONFIGS
 
