@@ -73,6 +73,7 @@ def prepare_inputs(cfg: dict, teacher: Teacher, store_size: int, device: torch.d
 
     faces = SyntheticFaces(d["generate_run"])
     synth, holdout = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)
+    shard_faces = synth  # the generate run's training range (what synthetic_mixup blends), also in stream mode
     if stream is not None:  # the generate run keeps only the holdout; training faces are made per step
         synth = stream_source(stream.settings, stream.sampler, src_cfg["synthetic"], seed)
     sources: list[ViewSource] = [synth]
@@ -88,8 +89,7 @@ def prepare_inputs(cfg: dict, teacher: Teacher, store_size: int, device: torch.d
     if "labeled_mixup" in active:
         sources.append(labeled_mixup_source(labeled, src_cfg["labeled_mixup"], presets, seed))
     if "synthetic_mixup" in active:
-        faces_src = synthetic_sources(faces, src_cfg["synthetic"], presets, seed)[0]  # the training range
-        sources.append(synthetic_mixup_source(labeled, faces_src, src_cfg["synthetic_mixup"], presets, seed))
+        sources.append(synthetic_mixup_source(labeled, shard_faces, src_cfg["synthetic_mixup"], presets, seed))
     if "folder" in active:
         sources.append(folder_source(src_cfg["folder"], presets, seed))
     sources = [s for s in sources if s.weight > 0]

@@ -179,6 +179,14 @@ def mixup_pairs(n: int, pairs: int, alpha: float, seed: int) -> tuple[np.ndarray
     return first, second, rng.beta(alpha, alpha, size=pairs).astype(np.float32)
 
 
+def _train_photos(data: LabeledData, cfg: Mapping[str, Any], seed: int) -> ViewSource:
+    """The split's training photos (``cfg.max_images`` of them, spread evenly), one clean view each, in memory:
+    what the blend sources mix."""
+    files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
+    return _photo_source("labeled-train", data.faces.root, files, int(data.cfg.get("image_size", 112)),
+                         data.cfg.get("framing", "pad"), {"views": 1}, {}, seed, in_memory=True)
+
+
 def labeled_mixup_source(data: LabeledData, cfg: Mapping[str, Any], presets: Mapping[str, Any],
                          seed: int) -> ViewSource:
     """``cfg.pairs`` blends ``lam * a + (1 - lam) * b`` of two of the split's training images (labels
@@ -187,9 +195,7 @@ def labeled_mixup_source(data: LabeledData, cfg: Mapping[str, Any], presets: Map
     Between two photos of one person a blend is a new view of that person; between two people it is a face
     neither is, whose teacher feature still says how much of each it holds: targets the photos alone lack.
     """
-    files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
-    photos = _photo_source("labeled-train", data.faces.root, files, int(data.cfg.get("image_size", 112)),
-                           data.cfg.get("framing", "pad"), {"views": 1}, {}, seed, in_memory=True)
+    photos = _train_photos(data, cfg, seed)
     images = photos.read(np.arange(photos.size)).astype(np.float32)
     alpha = float(cfg.get("alpha", 1.0))
     first, second, lam = mixup_pairs(photos.size, int(cfg.get("pairs", 2000)), alpha, seed + 4)
@@ -215,10 +221,8 @@ def synthetic_mixup_source(data: LabeledData, train_faces: ViewSource, cfg: Mapp
     Each blend is a face that is neither person nor render: a new identity near the photos' look, with a teacher
     feature of its own, where the synthetic faces alone stay far from the photos and the photos hold few people.
     """
-    files = [p for p, _ in labeled_train_items(data, cfg.get("max_images"))]
     size = int(data.cfg.get("image_size", 112))
-    photos = _photo_source("labeled-train", data.faces.root, files, size, data.cfg.get("framing", "pad"),
-                           {"views": 1}, {}, seed, in_memory=True)
+    photos = _train_photos(data, cfg, seed)
     images = photos.read(np.arange(photos.size))
     grey = is_grey(torch.from_numpy(images).permute(0, 3, 1, 2))
     pairs, alpha = int(cfg.get("pairs", 2000)), float(cfg.get("alpha", 1.0))
