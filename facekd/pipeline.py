@@ -26,23 +26,28 @@ __all__ = ["distill_name", "student_run_path", "run_complete", "run_identity", "
 log = logging.getLogger(__name__)
 
 
-def distill_name(cfg: Mapping[str, Any], seed: int = 0) -> str:
+def distill_name(cfg: Mapping[str, Any], seed: int = 0, split_id: str | None = None) -> str:
     """The distill run folder name of this row and seed: ``<student>-<loss>-<teacher>`` (the distill stage's default
     name), plus ``-<hash>`` of the row's ``distill_overrides`` when it has any (rows distilled differently
-    never share a folder), plus ``-seed<k>`` for seed k > 0."""
+    never share a folder), plus ``-split<8 characters>`` of the split the row distills on, when given (rows of two
+    splits in one ``paths.root`` never share a folder: a student may have seen the other split's test photos),
+    plus ``-seed<k>`` for seed k > 0."""
     name = f"{cfg.get('student', 'resnet18')}-{cfg.get('loss', 'bce')}-{teacher_config(cfg)['name']}"
     overrides = [str(o) for o in plain(cfg.get("distill_overrides") or [])]
     if overrides:
         name += "-" + config_hash(sorted(overrides))[:8]
+    if split_id:
+        name += f"-split{str(split_id)[:8]}"
     return name if int(seed) == 0 else f"{name}-seed{int(seed)}"
 
 
-def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike, seed: int = 0) -> Path:
-    """``student_run`` when given (one student for every seed), else this seed's own distill run."""
+def student_run_path(cfg: Mapping[str, Any], paths_root: str | os.PathLike, seed: int = 0,
+                     split_id: str | None = None) -> Path:
+    """``student_run`` when given (one student for every seed), else this seed's own distill run on ``split_id``."""
     run = cfg.get("student_run")
     if run:
         return Path(run)
-    return Path(paths_root) / "distill" / distill_name(cfg, seed)
+    return Path(paths_root) / "distill" / distill_name(cfg, seed, split_id)
 
 
 def run_complete(run_dir: Path, stage: str) -> bool:
@@ -64,12 +69,12 @@ def run_identity(run_dir: str | os.PathLike, stage: str) -> dict[str, Any]:
 
 
 def ensure_distill_run(cfg: Mapping[str, Any], data_cfg: Mapping[str, Any], paths_root: str | os.PathLike,
-                       seed: int = 0) -> Path:
-    """The finished distill run of this row and seed; runs generate and distill first when allowed (see
-    module doc)."""
+                       seed: int = 0, split_id: str | None = None) -> Path:
+    """The finished distill run of this row and seed on the split ``split_id`` (the split ``data_cfg`` makes);
+    runs generate and distill first when allowed (see module doc)."""
     from omegaconf import OmegaConf, open_dict
 
-    run = student_run_path(cfg, paths_root, seed)
+    run = student_run_path(cfg, paths_root, seed, split_id)
     if run_complete(run, "distill"):
         return run
     loss, student = cfg.get("loss", "bce"), cfg.get("student", "resnet18")

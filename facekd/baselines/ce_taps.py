@@ -168,7 +168,7 @@ class CETaps(Method):
         if kd["init"] == "distilled":
             dist = {"loss": "bce", "student": student_config(cfg)["name"], **plain(cfg.get("distill") or {}),
                     "device": cfg.get("device", "auto"), "progress": cfg.get("progress", True)}
-            self.student_run = ensure_distill_run(dist, data.cfg, paths_root, seed)
+            self.student_run = ensure_distill_run(dist, data.cfg, paths_root, seed, data.split.id)
             inputs["distill"] = run_identity(self.student_run, "distill")
         if int(kd["synthetic"]["count"]) > 0:
             self.synthetic_run = ensure_generate_run(cfg, paths_root, kd["synthetic"].get("generate_overrides") or [])

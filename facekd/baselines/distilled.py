@@ -74,7 +74,7 @@ class Distilled(Method):
     def prepare(self, data: LabeledData, cfg: Mapping[str, Any], paths_root: str | os.PathLike,
                 seed: int = 0) -> dict[str, Any]:
         self.paths_root = Path(paths_root)
-        self.student_run = ensure_distill_run(cfg, data.cfg, paths_root, seed)
+        self.student_run = ensure_distill_run(cfg, data.cfg, paths_root, seed, data.split.id)
         return {"student_run": str(self.student_run), "distill": run_identity(self.student_run, "distill")}
 
     def fit(self, data: LabeledData, cfg: Mapping[str, Any], run_dir: Path, seed: int) -> Fitted:

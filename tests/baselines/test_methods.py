@@ -78,9 +78,13 @@ def test_distilled_rows_distill_a_student_per_seed(smoke_cfg, smoke_data, smoke_
     mcfg = smoke_row("distill_bce_probe")
     root = smoke_cfg.paths.root
     res = run_method("distilled", mcfg, smoke_cfg.data, root, 1, data=smoke_data)
-    run = student_run_path(mcfg, root, 1)
-    base = distill_name(mcfg)  # resnet18-bce-<hash of the smoke distill_overrides>
-    assert base.startswith("resnet18-bce-sface-") and run.name == f"{base}-seed1" and res.extra["student_run"] == str(run)
+    split = smoke_data.split.id
+    run = student_run_path(mcfg, root, 1, split)
+    base = distill_name(mcfg, split_id=split)  # resnet18-bce-<hash of the smoke distill_overrides>-split<id>
+    assert base.startswith("resnet18-bce-sface-") and base.endswith(f"-split{split[:8]}")
+    assert run.name == f"{base}-seed1" and res.extra["student_run"] == str(run)
+    # another split: another folder (its student may have seen this split's test photos)
+    assert distill_name(mcfg, 1, "0" * 16) != run.name
     assert read_manifest(run, "distill", complete=True)["config"]["seed"] == 1
     # no overrides: the distill stage's default folder; other overrides: another folder
     assert distill_name({"student": "resnet18", "loss": "bce"}) == "resnet18-bce-sface"
